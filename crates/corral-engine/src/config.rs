@@ -1,0 +1,250 @@
+//! Host settings: `/etc/corral/corral.toml`, or the file named by `$CORRAL_CONFIG`.
+//!
+//! Without a config file corral runs on defaults: `/var/lib/corral` and `/run/corral` as root,
+//! the XDG data and runtime dirs otherwise.
+
+use std::path::{Path, PathBuf};
+
+use corral_types::{Accel, ByteSize, DisplayMode, HumanDuration, NetworkMode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+
+pub const DEFAULT_CONFIG: &str = "/etc/corral/corral.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// VM registry (SQLite), disks, saved states and logs.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Sockets, pidfiles and locks: per boot, tmpfs in the usual setup.
+    #[serde(default = "default_run_dir")]
+    pub run_dir: PathBuf,
+    #[serde(default)]
+    pub qemu: QemuConfig,
+    /// Values for new VMs that do not say otherwise (`corral vm create`, or a spec without them).
+    #[serde(default)]
+    pub defaults: VmDefaults,
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QemuConfig {
+    /// The emulator: a name looked up in `$PATH`, or an absolute path.
+    #[serde(default = "default_qemu")]
+    pub binary: String,
+    /// `qemu-img`, used to create and inspect images.
+    #[serde(default = "default_qemu_img")]
+    pub img_binary: String,
+    /// Accelerator for VMs whose spec says `auto`: `auto` here means KVM when /dev/kvm can be
+    /// opened, TCG otherwise. Set `tcg` on hosts where KVM is present but unusable.
+    #[serde(default)]
+    pub accel: Accel,
+    /// When corral runs as root, run QEMU as this unprivileged user (recommended: a dedicated
+    /// `corral` user). Ignored when corral is not root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VmDefaults {
+    #[serde(default = "one")]
+    pub cpus: u32,
+    #[serde(default = "half_gig")]
+    pub memory: ByteSize,
+    #[serde(default)]
+    pub display: DisplayMode,
+    #[serde(default)]
+    pub network: NetworkMode,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// How long `stop` waits for the guest to power off before it ends QEMU.
+    #[serde(default = "sixty_seconds")]
+    pub stop_timeout: HumanDuration,
+    /// How long `start` waits for QEMU's monitor to come up.
+    #[serde(default = "thirty_seconds")]
+    pub start_timeout: HumanDuration,
+}
+
+fn default_qemu() -> String {
+    "qemu-system-x86_64".into()
+}
+fn default_qemu_img() -> String {
+    "qemu-img".into()
+}
+fn one() -> u32 {
+    1
+}
+fn half_gig() -> ByteSize {
+    ByteSize(512 << 20)
+}
+fn sixty_seconds() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(60))
+}
+fn thirty_seconds() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+fn default_data_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/corral");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("corral"),
+        _ => home().join(".local/share/corral"),
+    }
+}
+
+fn default_run_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/run/corral");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("corral"),
+        _ => std::env::temp_dir().join(format!("corral-{}", nix::unistd::getuid())),
+    }
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+impl Default for VmDefaults {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+impl Default for HostConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+impl HostConfig {
+    /// Loads `$CORRAL_CONFIG`, else `/etc/corral/corral.toml`, else defaults. A file named by
+    /// `$CORRAL_CONFIG` must exist; the system file may be absent.
+    pub fn load() -> Result<HostConfig, EngineError> {
+        match std::env::var_os("CORRAL_CONFIG") {
+            Some(p) if !p.is_empty() => HostConfig::load_file(Path::new(&p), true),
+            _ => HostConfig::load_file(Path::new(DEFAULT_CONFIG), false),
+        }
+    }
+
+    pub fn load_file(path: &Path, must_exist: bool) -> Result<HostConfig, EngineError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return Ok(HostConfig::default()),
+            Err(e) => {
+                return Err(EngineError::Config {
+                    path: path.to_path_buf(),
+                    message: format!("cannot read it: {e}"),
+                })
+            }
+        };
+        HostConfig::parse(&text).map_err(|message| EngineError::Config {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<HostConfig, String> {
+        let cfg: HostConfig = toml::from_str(text).map_err(|e| {
+            let head = e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .replace("TOML parse error at ", "");
+            format!("{}: {}", head.trim_end_matches(':'), e.message().trim())
+        })?;
+        if cfg.defaults.cpus == 0 || cfg.defaults.cpus > 255 {
+            return Err(format!(
+                "defaults.cpus = {} is out of range; use 1-255",
+                cfg.defaults.cpus
+            ));
+        }
+        for (key, dir) in [("data_dir", &cfg.data_dir), ("run_dir", &cfg.run_dir)] {
+            if !dir.is_absolute() {
+                return Err(format!(
+                    "{key} = {:?} must be an absolute path",
+                    dir.display().to_string()
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The accelerator a VM gets: its own choice, else the host's, else KVM if usable.
+    pub fn resolve_accel(&self, vm: Accel) -> Accel {
+        match (vm, self.qemu.accel) {
+            (Accel::Auto, Accel::Auto) => {
+                let kvm_ok = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/kvm")
+                    .is_ok();
+                if kvm_ok {
+                    Accel::Kvm
+                } else {
+                    Accel::Tcg
+                }
+            }
+            (Accel::Auto, host) => host,
+            (vm, _) => vm,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys() {
+        let c = HostConfig::parse(
+            "data_dir = \"/srv/corral\"\nrun_dir = \"/run/c\"\n[qemu]\nbinary = \"/opt/qemu\"\naccel = \"tcg\"\n[defaults]\nmemory = \"1G\"\n[lifecycle]\nstop_timeout = \"90s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/corral"));
+        assert_eq!(c.qemu.binary, "/opt/qemu");
+        assert_eq!(c.qemu.accel, Accel::Tcg);
+        assert_eq!(c.defaults.memory.0, 1 << 30);
+        assert_eq!(c.defaults.cpus, 1);
+        assert_eq!(c.lifecycle.stop_timeout.0.as_secs(), 90);
+        assert_eq!(c.resolve_accel(Accel::Auto), Accel::Tcg);
+        assert_eq!(c.resolve_accel(Accel::Kvm), Accel::Kvm);
+    }
+
+    #[test]
+    fn rejects_bad_config_with_line() {
+        let e = HostConfig::parse("data_dir = \"/x\"\n[qemu]\nbinry = \"q\"\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("binry"), "{e}");
+        let e = HostConfig::parse("[lifecycle]\nstop_timeout = \"soon\"\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("not a duration"), "{e}");
+        let e = HostConfig::parse("data_dir = \"relative\"\n").unwrap_err();
+        assert!(e.contains("absolute"), "{e}");
+    }
+}

@@ -1,0 +1,73 @@
+//! The engine: one object shared by every front end. Operations take the VM lock, read the
+//! definition from the registry, observe the real runtime state, act, and clean up after
+//! themselves on every error path.
+
+mod console;
+pub mod define;
+mod host;
+mod lifecycle;
+pub mod save;
+mod state;
+
+use std::sync::{Mutex, MutexGuard};
+
+use corral_types::{VmName, VmSpec};
+
+pub use define::{CreateOptions, DeleteReport};
+pub use host::HostReport;
+pub use lifecycle::StartInfo;
+
+use crate::config::HostConfig;
+use crate::error::EngineError;
+use crate::lock::{lock_vm, VmLock};
+use crate::paths::{db_path, ensure_dir, lock_dir, VmPaths};
+use crate::registry::{Registry, VmRecord};
+
+pub struct Engine {
+    cfg: HostConfig,
+    registry: Mutex<Registry>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the data and run dirs and the registry.
+    pub fn open(cfg: HostConfig) -> Result<Engine, EngineError> {
+        ensure_dir(&cfg.data_dir, 0o700).map_err(EngineError::io(&cfg.data_dir))?;
+        ensure_dir(&cfg.run_dir, 0o700).map_err(EngineError::io(&cfg.run_dir))?;
+        let registry = Registry::open(&db_path(&cfg))?;
+        Ok(Engine {
+            cfg,
+            registry: Mutex::new(registry),
+        })
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.cfg
+    }
+
+    fn reg(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn paths(&self, name: &VmName) -> VmPaths {
+        VmPaths::new(&self.cfg, name)
+    }
+
+    fn lock(&self, name: &VmName, operation: &str) -> Result<VmLock, EngineError> {
+        lock_vm(&lock_dir(&self.cfg), name.as_str(), operation)
+    }
+
+    /// The stored definition of a VM.
+    pub fn get(&self, name: &str) -> Result<VmRecord, EngineError> {
+        let name = VmName::new(name)?;
+        self.reg().require(name.as_str())
+    }
+
+    pub fn get_spec(&self, name: &str) -> Result<VmSpec, EngineError> {
+        Ok(self.get(name)?.spec)
+    }
+
+    /// All stored definitions, by name.
+    pub fn records(&self) -> Result<Vec<VmRecord>, EngineError> {
+        self.reg().list()
+    }
+}

@@ -1,0 +1,223 @@
+//! The VM registry: one row per VM holding its spec as the TOML document it was defined with
+//! (normalised). Only definitions live here; runtime state is always derived afresh from the
+//! pidfile, the process and QMP (see `state.rs`).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use corral_types::VmSpec;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::EngineError;
+
+const SCHEMA_VERSION: i64 = 1;
+
+pub struct Registry {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A stored VM definition.
+#[derive(Debug, Clone)]
+pub struct VmRecord {
+    pub spec: VmSpec,
+    /// Bumped on every change; `edit` uses it to refuse a stale update.
+    pub generation: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Registry {
+    pub fn open(path: &Path) -> Result<Registry, EngineError> {
+        let db = |source| EngineError::Db {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db)?;
+        if version > SCHEMA_VERSION {
+            return Err(EngineError::Tool {
+                what: format!("registry database {}", path.display()),
+                message: format!(
+                    "it has schema version {version}, newer than this corral knows ({SCHEMA_VERSION}); upgrade corral"
+                ),
+            });
+        }
+        if version < 1 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS vms (
+                     name TEXT PRIMARY KEY,
+                     uuid TEXT NOT NULL UNIQUE,
+                     spec TEXT NOT NULL,
+                     generation INTEGER NOT NULL DEFAULT 1,
+                     created_at INTEGER NOT NULL,
+                     updated_at INTEGER NOT NULL
+                 );
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )
+            .map_err(db)?;
+        }
+        Ok(Registry {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn db(&self) -> impl FnOnce(rusqlite::Error) -> EngineError + '_ {
+        move |source| EngineError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn row_to_record(
+        &self,
+        spec: String,
+        generation: i64,
+        created: i64,
+        updated: i64,
+    ) -> Result<VmRecord, EngineError> {
+        let spec = VmSpec::from_toml(&spec).map_err(|e| EngineError::Tool {
+            what: format!("registry database {}", self.path.display()),
+            message: format!("a stored spec no longer parses ({e}); it was changed outside corral"),
+        })?;
+        Ok(VmRecord {
+            spec,
+            generation,
+            created_at: created,
+            updated_at: updated,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<VmRecord>, EngineError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT spec, generation, created_at, updated_at FROM vms WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(self.db())?;
+        row.map(|(s, g, c, u)| self.row_to_record(s, g, c, u)).transpose()
+    }
+
+    pub fn require(&self, name: &str) -> Result<VmRecord, EngineError> {
+        self.get(name)?.ok_or_else(|| EngineError::NotFound(name.to_string()))
+    }
+
+    /// All VMs, ordered by name.
+    pub fn list(&self) -> Result<Vec<VmRecord>, EngineError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT spec, generation, created_at, updated_at FROM vms ORDER BY name")
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(self.db())?
+            .collect::<Result<Vec<(String, i64, i64, i64)>, _>>()
+            .map_err(self.db())?;
+        rows.into_iter()
+            .map(|(s, g, c, u)| self.row_to_record(s, g, c, u))
+            .collect()
+    }
+
+    /// Inserts a new VM; a taken name is `Exists`.
+    pub fn insert(&self, spec: &VmSpec) -> Result<(), EngineError> {
+        let uuid = spec.uuid.map(|u| u.to_string()).unwrap_or_default();
+        let t = now();
+        match self.conn.execute(
+            "INSERT INTO vms (name, uuid, spec, generation, created_at, updated_at) VALUES (?1, ?2, ?3, 1, ?4, ?4)",
+            params![spec.name.as_str(), uuid, spec.to_toml(), t],
+        ) {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(EngineError::Exists(spec.name.to_string()))
+            }
+            Err(e) => Err(self.db()(e)),
+        }
+    }
+
+    /// Replaces a VM's spec if it is still at `generation` (optimistic concurrency).
+    pub fn update(&self, spec: &VmSpec, generation: i64) -> Result<i64, EngineError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE vms SET spec = ?1, generation = generation + 1, updated_at = ?2 WHERE name = ?3 AND generation = ?4",
+                params![spec.to_toml(), now(), spec.name.as_str(), generation],
+            )
+            .map_err(self.db())?;
+        if n == 0 {
+            return Err(EngineError::op(
+                spec.name.as_str(),
+                "update",
+                "the spec changed since it was read (someone else edited it); read it again and retry",
+            ));
+        }
+        Ok(generation + 1)
+    }
+
+    pub fn delete(&self, name: &str) -> Result<(), EngineError> {
+        self.conn
+            .execute("DELETE FROM vms WHERE name = ?1", params![name])
+            .map_err(self.db())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_types::VmName;
+
+    fn spec(name: &str) -> VmSpec {
+        let mut s = VmSpec::from_toml(&format!("name = \"{name}\"\n[[disks]]\nsize = \"1G\"\n")).unwrap();
+        s.uuid = Some(uuid::Uuid::new_v4());
+        s
+    }
+
+    #[test]
+    fn insert_get_update_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(&dir.path().join("c.db")).unwrap();
+        reg.insert(&spec("b")).unwrap();
+        reg.insert(&spec("a")).unwrap();
+        assert!(matches!(reg.insert(&spec("a")), Err(EngineError::Exists(n)) if n == "a"));
+        let names: Vec<String> = reg.list().unwrap().iter().map(|r| r.spec.name.to_string()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let mut rec = reg.require("a").unwrap();
+        rec.spec.cpus = 4;
+        let g = reg.update(&rec.spec, rec.generation).unwrap();
+        assert_eq!(reg.require("a").unwrap().spec.cpus, 4);
+        // A stale generation is refused and changes nothing.
+        rec.spec.cpus = 8;
+        assert!(reg.update(&rec.spec, rec.generation).is_err());
+        assert_eq!(reg.require("a").unwrap().spec.cpus, 4);
+        assert_eq!(reg.require("a").unwrap().generation, g);
+        reg.delete("a").unwrap();
+        assert!(matches!(reg.require("a"), Err(EngineError::NotFound(_))));
+        let _ = VmName::new("a");
+    }
+
+    #[test]
+    fn reopen_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        Registry::open(&p).unwrap().insert(&spec("x")).unwrap();
+        assert_eq!(Registry::open(&p).unwrap().list().unwrap().len(), 1);
+    }
+}

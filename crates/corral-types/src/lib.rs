@@ -1,0 +1,19 @@
+//! Spec and wire types for corral.
+//!
+//! This crate is deliberately small and free of I/O: it holds the VM spec (one TOML document
+//! per VM), the human-readable size and duration types used in specs and config, the name
+//! rules, and the JSON shapes that the CLI prints with `--json` (and that the REST API will
+//! serve). Everything that talks to QEMU or the disk lives in `corral-engine`.
+
+pub mod human;
+pub mod name;
+pub mod spec;
+pub mod status;
+
+pub use human::{ByteSize, HumanDuration, ParseHumanError};
+pub use name::{NameError, VmName};
+pub use spec::{
+    Accel, BootFrom, BootSpec, DiskBus, DiskFormat, DiskRole, DiskSpec, DisplayMode, DisplaySpec, MacAddr, Machine,
+    NetworkMode, NetworkSpec, NicModel, PortForward, Proto, SpecError, VmSpec,
+};
+pub use status::{RunState, StopOutcome, VmStatus};

@@ -1,0 +1,161 @@
+//! Command-line grammar (clap derive). Kept apart from what the commands do.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use corral_types::{Accel, ByteSize, DisplayMode, HumanDuration, NetworkMode};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "corral",
+    version,
+    about = "Run this host's virtual machines: define, start, stop, save and resume QEMU VMs",
+    long_about = "corral runs a host's QEMU virtual machines from one binary.\n\n\
+Host settings come from /etc/corral/corral.toml, or the file named by $CORRAL_CONFIG. \
+Without one, VMs live in /var/lib/corral (root) or ~/.local/share/corral.",
+    after_help = "Examples:\n  corral vm create web1 --memory 1G --disk 8G --cdrom debian.iso --cdrom-once\n  corral vm start web1\n  corral vm list --json\n  corral vm stop web1 --timeout 90s"
+)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of tables and sentences.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v: info, -vv: debug). CORRAL_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Use this config file instead of $CORRAL_CONFIG or /etc/corral/corral.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Define, start, stop and inspect VMs.
+    #[command(subcommand)]
+    Vm(VmCmd),
+    /// Host-wide actions for boot and shutdown.
+    #[command(subcommand)]
+    Host(HostCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VmCmd {
+    /// Define a new VM from options (qcow2 disks are created for each --disk SIZE).
+    Create(CreateArgs),
+    /// Define a new VM from a TOML spec file (relative paths are relative to the file).
+    Define {
+        /// The spec: one TOML document (see docs/spec.md).
+        file: PathBuf,
+    },
+    /// Edit a VM's spec in $VISUAL/$EDITOR; changes apply at the next cold start.
+    Edit { name: String },
+    /// List all VMs with their state.
+    #[command(alias = "ls")]
+    List,
+    /// Show a VM's spec and state.
+    Show {
+        name: String,
+        /// Also print the QEMU command line corral would run.
+        #[arg(long)]
+        argv: bool,
+    },
+    /// Print a VM's state (stopped, running, paused, saved, crashed).
+    Status { name: String },
+    /// Boot a stopped VM, or resume a saved one.
+    Start { name: String },
+    /// Shut a VM down: ACPI power button first, then a hard stop after the timeout.
+    Stop {
+        name: String,
+        /// How long the guest gets to power off (default: lifecycle.stop_timeout, 60s).
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<HumanDuration>,
+        /// Skip the power button: end QEMU now (the guest cannot flush its caches).
+        #[arg(long)]
+        force: bool,
+    },
+    /// End a VM's QEMU process at once (SIGKILL).
+    Kill { name: String },
+    /// Pause a running VM's vCPUs.
+    Pause { name: String },
+    /// Continue a paused VM (or resume a saved one).
+    Resume { name: String },
+    /// Suspend a VM to disk; the next `start` resumes it where it was.
+    Save { name: String },
+    /// Delete a stopped VM and the disks corral created for it.
+    #[command(alias = "rm")]
+    Delete {
+        name: String,
+        /// Keep the disk images on disk.
+        #[arg(long)]
+        keep_disks: bool,
+    },
+    /// Follow a VM's serial console log (Ctrl-C to leave).
+    Console {
+        name: String,
+        /// Print the log so far and exit.
+        #[arg(long)]
+        no_follow: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    pub name: String,
+    /// Number of vCPUs (default: defaults.cpus in the config, 1).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory, e.g. 512M or 2G (default: defaults.memory, 512M).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<ByteSize>,
+    /// Add a new qcow2 disk of this size; repeat for more disks (the first is the system disk).
+    #[arg(long = "disk", value_name = "SIZE")]
+    pub disks: Vec<ByteSize>,
+    /// Boot this kernel directly.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STRING", requires = "kernel")]
+    pub cmdline: Option<String>,
+    /// Attach an ISO as CD-ROM.
+    #[arg(long, value_name = "ISO")]
+    pub cdrom: Option<PathBuf>,
+    /// Boot the CD-ROM on the first start only (for installing), then the disk.
+    #[arg(long, requires = "cdrom")]
+    pub cdrom_once: bool,
+    /// Tag the VM (repeatable); tags select VMs for backups and bulk actions.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// auto (host default), kvm or tcg.
+    #[arg(long)]
+    pub accel: Option<Accel>,
+    /// vnc or none.
+    #[arg(long)]
+    pub display: Option<DisplayMode>,
+    /// user or none.
+    #[arg(long)]
+    pub network: Option<NetworkMode>,
+    /// Start the VM with `corral host start-autostart` (at host boot).
+    #[arg(long)]
+    pub autostart: bool,
+    /// Add a channel for the QEMU guest agent.
+    #[arg(long)]
+    pub guest_agent: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCmd {
+    /// Stop (or save) every running VM and wait until all have closed (host shutdown).
+    StopAll {
+        /// Save VMs to disk instead of shutting them down; they resume at the next start.
+        #[arg(long)]
+        save: bool,
+        /// How long each guest gets to power off before it is ended.
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<HumanDuration>,
+    },
+    /// Start every VM marked autostart (host boot).
+    StartAutostart,
+}

@@ -1,0 +1,79 @@
+//! The `corral` command. Parses arguments, opens the engine, runs one operation and prints
+//! its result; all VM logic lives in `corral-engine`.
+
+mod cli;
+mod output;
+mod vm;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use corral_engine::{Engine, EngineError, HostConfig};
+
+use cli::{Cli, Command, HostCmd};
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn load_config(cli: &Cli) -> Result<HostConfig, EngineError> {
+    match &cli.config {
+        Some(p) => HostConfig::load_file(p, true),
+        None => HostConfig::load(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = load_config(&cli)?;
+    let engine = std::sync::Arc::new(Engine::open(cfg).context("cannot open the corral data directory")?);
+    match cli.command {
+        Command::Vm(cmd) => vm::run(&engine, cmd, cli.json).await,
+        Command::Host(HostCmd::StopAll { save, timeout }) => {
+            let report = engine.stop_all(save, timeout.map(|t| t.0)).await?;
+            vm::print_host_report(&report, cli.json, if save { "saved or stopped" } else { "stopped" })
+        }
+        Command::Host(HostCmd::StartAutostart) => {
+            let report = engine.start_autostart().await?;
+            vm::print_host_report(&report, cli.json, "started")
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let json = cli.json;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let kind = e.downcast_ref::<EngineError>().map(|e| e.kind()).unwrap_or("error");
+            if json {
+                let msg = format!("{e:#}");
+                eprintln!("{}", serde_json::json!({"error": msg, "kind": kind}));
+            } else {
+                eprintln!("corral: {e:#}");
+            }
+            ExitCode::from(match kind {
+                "invalid" | "not-found" | "exists" | "missing-file" | "config" => 2,
+                "busy" | "wrong-state" => 3,
+                _ => 1,
+            })
+        }
+    }
+}
