@@ -159,3 +159,35 @@ pub enum HostCmd {
     /// Start every VM marked autostart (host boot).
     StartAutostart,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The systemd unit runs corral commands: they must stay valid as the CLI evolves.
+    #[test]
+    fn systemd_unit_commands_parse() {
+        let unit = include_str!("../../../packaging/corral.service");
+        let default_args = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("Environment=CORRAL_STOP_ARGS="))
+            .expect("default CORRAL_STOP_ARGS");
+        let mut seen = 0;
+        for line in unit.lines() {
+            let Some(cmd) = line.strip_prefix("ExecStart=").or_else(|| line.strip_prefix("ExecStop=")) else {
+                continue;
+            };
+            let cmd = cmd.replace("$CORRAL_STOP_ARGS", default_args);
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            assert!(words[0].ends_with("/corral"), "{cmd}");
+            Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{cmd}: {e}"));
+            seen += 1;
+        }
+        assert_eq!(seen, 2);
+        for alt in ["--save --timeout 120s", "--timeout 2m"] {
+            let mut w = vec!["corral", "host", "stop-all"];
+            w.extend(alt.split_whitespace());
+            Cli::try_parse_from(&w).unwrap();
+        }
+    }
+}

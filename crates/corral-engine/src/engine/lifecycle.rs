@@ -158,7 +158,10 @@ impl Engine {
             if qmp_path.exists() {
                 match Qmp::connect(&qmp_path).await {
                     Ok(qmp) => {
-                        let vnc = query_vnc(&qmp).await;
+                        let vnc = match spec.display.mode {
+                            DisplayMode::Vnc => query_vnc(&qmp).await,
+                            DisplayMode::None => None,
+                        };
                         let pid = child.id();
                         drop(qmp);
                         return Ok(StartInfo {

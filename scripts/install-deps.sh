@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what corral and its tests need on Debian 12 (bookworm): QEMU 7.2 (system
+# emulator and qemu-img, from the same release: a newer qemu-utils from backports must be
+# replaced, hence the pinned versions), busybox-static and cpio for the test guest.
+# Idempotent: does nothing when everything is already in place.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: run as root (or install sudo)" >&2; exit 1; }
+    SUDO=sudo
+fi
+
+need=()
+have_qemu=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+have_img=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+if [ -z "$have_qemu" ] || [ "$have_qemu" != "$have_img" ]; then
+    need+=(qemu)
+fi
+for p in busybox-static cpio xz-utils; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -eq 0 ]; then
+    echo "install-deps: everything is installed (qemu-system-x86 $have_qemu)" >&2
+    exit 0
+fi
+
+echo "install-deps: installing ${need[*]}" >&2
+$SUDO apt-get update -qq
+pkgs=(busybox-static cpio xz-utils)
+if [[ " ${need[*]} " == *" qemu "* ]]; then
+    # The emulator's candidate version decides; qemu-utils must match it exactly.
+    v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
+    [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "install-deps: no qemu-system-x86 package available" >&2; exit 1; }
+    pkgs+=("qemu-system-x86=$v" "qemu-utils=$v")
+fi
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades "${pkgs[@]}" >&2
+echo "install-deps: $(qemu-system-x86_64 --version | head -1); $(qemu-img --version | head -1)" >&2
