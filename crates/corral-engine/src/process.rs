@@ -89,11 +89,9 @@ pub fn spawn_detached(argv: &[String], log: &Path, run_as: Option<RunAs>) -> Res
         .env_remove("DISPLAY")
         .current_dir("/");
     if let Some(ra) = run_as {
+        // std drops root's supplementary groups itself when it switches uid (before any
+        // pre_exec closure runs, so those run unprivileged).
         cmd.uid(ra.uid).gid(ra.gid);
-        // SAFETY: setgroups is async-signal-safe; we drop supplementary groups of root.
-        unsafe {
-            cmd.pre_exec(|| nix::unistd::setgroups(&[]).map_err(std::io::Error::from));
-        }
     }
     // SAFETY: setsid() is async-signal-safe and touches no memory of the parent.
     unsafe {

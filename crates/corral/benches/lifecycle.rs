@@ -20,7 +20,11 @@ fn stats(name: &str, mut ms: Vec<f64>) -> f64 {
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let med = ms[ms.len() / 2];
     let p90 = ms[(ms.len() * 9 / 10).min(ms.len() - 1)];
-    println!("{name:<44} median {med:7.1} ms   p90 {p90:7.1} ms   min {:7.1} ms   (n={})", ms[0], ms.len());
+    println!(
+        "{name:<44} median {med:7.1} ms   p90 {p90:7.1} ms   min {:7.1} ms   (n={})",
+        ms[0],
+        ms.len()
+    );
     med
 }
 
@@ -59,7 +63,12 @@ fn start_latency() {
     let mut corral = vec![];
     let mut direct = vec![];
     let show = env.json(&["vm", "show", "bench", "--argv"]);
-    let argv: Vec<String> = show["argv"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let argv: Vec<String> = show["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     let run = env.vm_run("bench");
     for _ in 0..rounds {
         let t0 = Instant::now();
@@ -79,7 +88,10 @@ fn start_latency() {
     println!("start latency (TCG guest, {rounds} rounds each)");
     let c = stats("  corral vm start (call → QMP ready)", corral);
     let d = stats("  same QEMU argv, direct (spawn → QMP ready)", direct);
-    println!("  overhead of corral (median difference): {:.1} ms   [goal: <= 50 ms]", c - d);
+    println!(
+        "  overhead of corral (median difference): {:.1} ms   [goal: <= 50 ms]",
+        c - d
+    );
 }
 
 fn list_latency() {

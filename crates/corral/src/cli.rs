@@ -174,7 +174,10 @@ mod tests {
             .expect("default CORRAL_STOP_ARGS");
         let mut seen = 0;
         for line in unit.lines() {
-            let Some(cmd) = line.strip_prefix("ExecStart=").or_else(|| line.strip_prefix("ExecStop=")) else {
+            let Some(cmd) = line
+                .strip_prefix("ExecStart=")
+                .or_else(|| line.strip_prefix("ExecStop="))
+            else {
                 continue;
             };
             let cmd = cmd.replace("$CORRAL_STOP_ARGS", default_args);

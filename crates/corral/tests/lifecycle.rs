@@ -103,3 +103,156 @@ fn save_and_resume_keep_guest_memory() {
     env.ok(&["vm", "stop", "sav", "--force"]);
     let _ = wait_for(Duration::from_secs(5), || env.qemu_pids().is_empty());
 }
+
+/// As root with `[qemu] user`, QEMU runs as that user and still boots the guest.
+#[test]
+fn qemu_runs_as_the_configured_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let env = Env::with_config("[qemu]\naccel = \"tcg\"\nuser = \"nobody\"\n");
+    // The guest files must be readable by nobody: copy them beside the VM.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let g = common::guest();
+    let kernel = env.dir.path().join("vmlinuz");
+    let initrd = env.dir.path().join("initrd.img");
+    std::fs::copy(&g.kernel, &kernel).unwrap();
+    std::fs::copy(&g.initrd, &initrd).unwrap();
+    env.ok(&[
+        "vm",
+        "create",
+        "nob",
+        "--memory",
+        "192M",
+        "--disk",
+        "16M",
+        "--display",
+        "none",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet panic=-1",
+    ]);
+    let pid = env.json(&["vm", "start", "nob"])["pid"].as_u64().unwrap();
+    env.wait_ready("nob", 1);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == nobody.to_string()),
+        "{uid_line}"
+    );
+    let stop = env.json(&["vm", "stop", "nob"]);
+    assert_eq!(stop["guest_initiated"], true, "{stop}");
+}
+
+/// A VNC display comes up on 127.0.0.1 at a free port and speaks RFB; `show` reports it.
+#[test]
+fn vnc_display_on_loopback() {
+    let env = Env::new();
+    env.ok(&[
+        "vm",
+        "create",
+        "vnc",
+        "--memory",
+        "64M",
+        "--disk",
+        "16M",
+        "--display",
+        "vnc",
+        "--network",
+        "none",
+    ]);
+    let started = env.json(&["vm", "start", "vnc"]);
+    let addr = started["vnc"]
+        .as_str()
+        .expect("start reports the VNC address")
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:59"), "{addr}");
+    assert_eq!(env.json(&["vm", "status", "vnc"])["vnc"], addr.as_str());
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let mut banner = [0u8; 12];
+    std::io::Read::read_exact(&mut s, &mut banner).unwrap();
+    assert!(banner.starts_with(b"RFB "), "{banner:?}");
+    env.ok(&["vm", "kill", "vnc"]);
+}
+
+/// `cdrom-once` boots the CD-ROM on the first start only: afterwards the spec boots the disk.
+#[test]
+fn cdrom_once_switches_to_disk_after_first_start() {
+    let env = Env::new();
+    let iso = env.dir.path().join("install.iso");
+    std::fs::write(&iso, vec![0u8; 1 << 20]).unwrap();
+    env.ok(&[
+        "vm",
+        "create",
+        "inst",
+        "--memory",
+        "64M",
+        "--disk",
+        "16M",
+        "--display",
+        "none",
+        "--network",
+        "none",
+        "--cdrom",
+        iso.to_str().unwrap(),
+        "--cdrom-once",
+    ]);
+    let show = env.json(&["vm", "show", "inst", "--argv"]);
+    assert_eq!(show["spec"]["boot"]["from"], "cdrom-once");
+    let argv: Vec<String> = show["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        argv.windows(2).any(|w| w[0] == "-boot" && w[1] == "order=c,once=d"),
+        "{argv:?}"
+    );
+    env.ok(&["vm", "start", "inst"]);
+    assert_eq!(env.json(&["vm", "show", "inst"])["spec"]["boot"]["from"], "disk");
+    env.ok(&["vm", "kill", "inst"]);
+}
+
+/// The guest-agent variant of the test guest answers on the channel corral adds.
+#[test]
+fn guest_agent_channel_answers() {
+    use std::io::{BufRead, BufReader, Write};
+    let env = Env::new();
+    let g = common::guest();
+    env.ok(&[
+        "vm",
+        "create",
+        "qga",
+        "--memory",
+        "192M",
+        "--disk",
+        "16M",
+        "--display",
+        "none",
+        "--guest-agent",
+        "--kernel",
+        g.kernel.to_str().unwrap(),
+        "--initrd",
+        g.initrd_qga.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet panic=-1",
+    ]);
+    env.ok(&["vm", "start", "qga"]);
+    env.wait_ready("qga", 1);
+    let s = std::os::unix::net::UnixStream::connect(env.vm_run("qga").join("qga.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    writeln!(w, "{{\"execute\":\"guest-sync\",\"arguments\":{{\"id\":4242}}}}").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["return"], 4242, "{line}");
+    env.ok(&["vm", "kill", "qga"]);
+}

@@ -47,6 +47,17 @@ impl Engine {
     /// Everything `start` checks before it touches anything.
     fn preflight(&self, spec: &VmSpec, paths: &VmPaths) -> Result<(String, Accel), EngineError> {
         let binary = find_binary(&self.cfg.qemu.binary)?.display().to_string();
+        // Unix socket addresses hold at most 107 bytes.
+        let longest = paths.qmp_status();
+        if longest.as_os_str().len() > 107 {
+            return Err(EngineError::Config {
+                path: longest.clone(),
+                message: format!(
+                    "this socket path is {} bytes, longer than the 107 a unix socket allows; set a shorter run_dir",
+                    longest.as_os_str().len()
+                ),
+            });
+        }
         check_files(spec, paths, true)?;
         let accel = self.cfg.resolve_accel(spec.accel);
         if accel == Accel::Kvm
@@ -222,7 +233,20 @@ impl Engine {
     /// With `[qemu] user`, QEMU must own its run dir and be able to write its disks and logs.
     fn hand_over(&self, spec: &VmSpec, paths: &VmPaths, ra: RunAs) -> Result<(), EngineError> {
         use nix::unistd::{chown, Gid, Uid};
+        use std::os::unix::fs::PermissionsExt;
         let (u, g) = (Some(Uid::from_raw(ra.uid)), Some(Gid::from_raw(ra.gid)));
+        // QEMU must be able to reach its own directories: traverse (not list) the parents.
+        for dir in [&self.cfg.data_dir, &self.cfg.run_dir] {
+            for d in [dir.clone(), dir.join("vms")] {
+                if let Ok(m) = std::fs::metadata(&d) {
+                    let mode = m.permissions().mode();
+                    if mode & 0o011 != 0o011 {
+                        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode | 0o011))
+                            .map_err(EngineError::io(&d))?;
+                    }
+                }
+            }
+        }
         let mut files = vec![
             paths.run.clone(),
             paths.data.clone(),
