@@ -63,13 +63,7 @@ fn start_latency() {
     let rounds = 10;
     let mut corral = vec![];
     let mut direct = vec![];
-    let show = env.json(&["vm", "show", "bench", "--argv"]);
-    let argv: Vec<String> = show["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let argv = env.argv("bench");
     let run = env.vm_run("bench");
     for _ in 0..rounds {
         let t0 = Instant::now();

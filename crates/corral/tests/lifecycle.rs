@@ -56,9 +56,7 @@ fn boot_pause_console_and_guest_poweroff() {
 #[test]
 fn guest_without_acpid_is_forced_off_after_timeout() {
     let env = Env::new();
-    env.create_guest("deaf", "corral.noacpid");
-    env.ok(&["vm", "start", "deaf"]);
-    env.wait_ready("deaf", 1);
+    env.boot_guest("deaf", "corral.noacpid");
     let t0 = std::time::Instant::now();
     let stop = env.json(&["vm", "stop", "deaf", "--timeout", "3s"]);
     let took = t0.elapsed();
@@ -73,9 +71,7 @@ fn guest_without_acpid_is_forced_off_after_timeout() {
 #[test]
 fn save_and_resume_keep_guest_memory() {
     let env = Env::new();
-    env.create_guest("sav", "");
-    env.ok(&["vm", "start", "sav"]);
-    env.wait_ready("sav", 1);
+    env.boot_guest("sav", "");
     let mut con = env.console("sav");
     // /tmp in the guest is tmpfs: this value lives only in guest RAM.
     let token = format!("mem-{}", std::process::id());
@@ -120,23 +116,7 @@ fn qemu_runs_as_the_configured_user() {
     let initrd = env.dir.path().join("initrd.img");
     std::fs::copy(&g.kernel, &kernel).unwrap();
     std::fs::copy(&g.initrd, &initrd).unwrap();
-    env.ok(&[
-        "vm",
-        "create",
-        "nob",
-        "--memory",
-        "192M",
-        "--disk",
-        "16M",
-        "--display",
-        "none",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--cmdline",
-        "console=ttyS0 quiet panic=-1",
-    ]);
+    env.create_guest_from("nob", &kernel, &initrd, "", &[]);
     let pid = env.json(&["vm", "start", "nob"])["pid"].as_u64().unwrap();
     env.wait_ready("nob", 1);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -203,14 +183,8 @@ fn cdrom_once_switches_to_disk_after_first_start() {
         iso.to_str().unwrap(),
         "--cdrom-once",
     ]);
-    let show = env.json(&["vm", "show", "inst", "--argv"]);
-    assert_eq!(show["spec"]["boot"]["from"], "cdrom-once");
-    let argv: Vec<String> = show["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    assert_eq!(env.json(&["vm", "show", "inst"])["spec"]["boot"]["from"], "cdrom-once");
+    let argv = env.argv("inst");
     assert!(
         argv.windows(2).any(|w| w[0] == "-boot" && w[1] == "order=c,once=d"),
         "{argv:?}"
@@ -226,24 +200,7 @@ fn guest_agent_channel_answers() {
     use std::io::{BufRead, BufReader, Write};
     let env = Env::new();
     let g = common::guest();
-    env.ok(&[
-        "vm",
-        "create",
-        "qga",
-        "--memory",
-        "192M",
-        "--disk",
-        "16M",
-        "--display",
-        "none",
-        "--guest-agent",
-        "--kernel",
-        g.kernel.to_str().unwrap(),
-        "--initrd",
-        g.initrd_qga.to_str().unwrap(),
-        "--cmdline",
-        "console=ttyS0 quiet panic=-1",
-    ]);
+    env.create_guest_from("qga", &g.kernel, &g.initrd_qga, "", &["--guest-agent"]);
     env.ok(&["vm", "start", "qga"]);
     env.wait_ready("qga", 1);
     let s = std::os::unix::net::UnixStream::connect(env.vm_run("qga").join("qga.sock")).unwrap();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 use super::state::observe;
 use super::Engine;
@@ -26,7 +27,39 @@ pub struct HostItem {
     pub error: Option<String>,
 }
 
+impl HostItem {
+    fn new(name: String, result: Result<&str, EngineError>) -> HostItem {
+        match result {
+            Ok(outcome) => HostItem {
+                name,
+                outcome: outcome.into(),
+                error: None,
+            },
+            Err(e) => HostItem {
+                name,
+                outcome: "failed".into(),
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
 impl HostReport {
+    /// Waits for every task and gathers their results, by VM name.
+    async fn collect(mut set: JoinSet<HostItem>, t0: Instant) -> HostReport {
+        let mut results = vec![];
+        while let Some(r) = set.join_next().await {
+            if let Ok(item) = r {
+                results.push(item);
+            }
+        }
+        results.sort_by(|a, b| a.name.cmp(&b.name));
+        HostReport {
+            results,
+            millis: t0.elapsed().as_millis() as u64,
+        }
+    }
+
     pub fn failures(&self) -> usize {
         self.results.iter().filter(|r| r.outcome == "failed").count()
     }
@@ -37,7 +70,7 @@ impl Engine {
     /// With `save`, a VM whose save fails is stopped instead, so the host can go down.
     pub async fn stop_all(self: &Arc<Self>, save: bool, timeout: Option<Duration>) -> Result<HostReport, EngineError> {
         let t0 = Instant::now();
-        let mut set = tokio::task::JoinSet::new();
+        let mut set = JoinSet::new();
         for r in self.records()? {
             let paths = self.paths(&r.spec.name);
             if !observe(&r.spec, &paths).await.state.is_active() {
@@ -58,37 +91,17 @@ impl Engine {
                         Err(e) => tracing::warn!(vm = %name, "save failed ({e}); stopping it instead"),
                     }
                 }
-                match eng.stop(&name, timeout, false).await {
-                    Ok(o) => HostItem {
-                        name,
-                        outcome: if o.forced { "forced" } else { "stopped" }.into(),
-                        error: None,
-                    },
-                    Err(e) => HostItem {
-                        name,
-                        outcome: "failed".into(),
-                        error: Some(e.to_string()),
-                    },
-                }
+                let r = eng.stop(&name, timeout, false).await;
+                HostItem::new(name, r.map(|o| if o.forced { "forced" } else { "stopped" }))
             });
         }
-        let mut results = vec![];
-        while let Some(r) = set.join_next().await {
-            if let Ok(item) = r {
-                results.push(item);
-            }
-        }
-        results.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(HostReport {
-            results,
-            millis: t0.elapsed().as_millis() as u64,
-        })
+        Ok(HostReport::collect(set, t0).await)
     }
 
     /// Starts every VM marked `autostart` that is not running (a saved one resumes).
     pub async fn start_autostart(self: &Arc<Self>) -> Result<HostReport, EngineError> {
         let t0 = Instant::now();
-        let mut set = tokio::task::JoinSet::new();
+        let mut set = JoinSet::new();
         for r in self.records()? {
             if !r.spec.autostart {
                 continue;
@@ -100,30 +113,10 @@ impl Engine {
             let eng = Arc::clone(self);
             let name = r.spec.name.to_string();
             set.spawn(async move {
-                match eng.start(&name).await {
-                    Ok(i) => HostItem {
-                        name,
-                        outcome: if i.resumed { "resumed" } else { "started" }.into(),
-                        error: None,
-                    },
-                    Err(e) => HostItem {
-                        name,
-                        outcome: "failed".into(),
-                        error: Some(e.to_string()),
-                    },
-                }
+                let r = eng.start(&name).await;
+                HostItem::new(name, r.map(|i| if i.resumed { "resumed" } else { "started" }))
             });
         }
-        let mut results = vec![];
-        while let Some(r) = set.join_next().await {
-            if let Ok(item) = r {
-                results.push(item);
-            }
-        }
-        results.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(HostReport {
-            results,
-            millis: t0.elapsed().as_millis() as u64,
-        })
+        Ok(HostReport::collect(set, t0).await)
     }
 }

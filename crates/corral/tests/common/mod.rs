@@ -128,6 +128,17 @@ impl Env {
         serde_json::from_str(&self.ok(&a)).expect("valid JSON")
     }
 
+    /// The QEMU argv corral would run for a VM (`vm show --argv`).
+    pub fn argv(&self, name: &str) -> Vec<String> {
+        let show = self.json(&["vm", "show", name, "--argv"]);
+        show["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub fn state(&self, name: &str) -> String {
         self.json(&["vm", "status", name])["state"]
             .as_str()
@@ -138,8 +149,13 @@ impl Env {
     /// Defines a VM that boots the test guest from its kernel, with one small data disk.
     pub fn create_guest(&self, name: &str, extra_cmdline: &str) {
         let g = guest();
+        self.create_guest_from(name, &g.kernel, &g.initrd, extra_cmdline, &[]);
+    }
+
+    /// Like `create_guest`, with a given kernel and initrd and extra `vm create` options.
+    pub fn create_guest_from(&self, name: &str, kernel: &Path, initrd: &Path, extra_cmdline: &str, extra: &[&str]) {
         let cmdline = format!("console=ttyS0 quiet panic=-1 {extra_cmdline}");
-        self.ok(&[
+        let mut args = vec![
             "vm",
             "create",
             name,
@@ -147,15 +163,24 @@ impl Env {
             "192M",
             "--disk",
             "64M",
-            "--kernel",
-            g.kernel.to_str().unwrap(),
-            "--initrd",
-            g.initrd.to_str().unwrap(),
-            "--cmdline",
-            cmdline.trim(),
             "--display",
             "none",
-        ]);
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--cmdline",
+            cmdline.trim(),
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args);
+    }
+
+    /// Defines the test guest, starts it and waits for its ready marker.
+    pub fn boot_guest(&self, name: &str, extra_cmdline: &str) {
+        self.create_guest(name, extra_cmdline);
+        self.ok(&["vm", "start", name]);
+        self.wait_ready(name, 1);
     }
 
     /// Waits until the guest's console log shows the ready marker `count` times in total.
