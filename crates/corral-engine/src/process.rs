@@ -93,9 +93,15 @@ pub fn spawn_detached(argv: &[String], log: &Path, run_as: Option<RunAs>) -> Res
         // pre_exec closure runs, so those run unprivileged).
         cmd.uid(ra.uid).gid(ra.gid);
     }
-    // SAFETY: setsid() is async-signal-safe and touches no memory of the parent.
+    // SAFETY: setsid() and umask() are async-signal-safe and touch no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            // Own session: signals to corral's process group or terminal never reach QEMU.
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            // Everything QEMU creates (monitor sockets, pidfile, console log) is 0600.
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+            Ok(())
+        });
     }
     cmd.spawn().map_err(|e| EngineError::StartFailed {
         name: String::new(),

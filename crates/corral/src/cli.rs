@@ -49,23 +49,36 @@ pub enum VmCmd {
         file: PathBuf,
     },
     /// Edit a VM's spec in $VISUAL/$EDITOR; changes apply at the next cold start.
-    Edit { name: String },
+    Edit {
+        /// The VM's name.
+        name: String,
+    },
     /// List all VMs with their state.
     #[command(alias = "ls")]
     List,
     /// Show a VM's spec and state.
     Show {
+        /// The VM\'s name.
+        /// The VM's name.
         name: String,
         /// Also print the QEMU command line corral would run.
         #[arg(long)]
         argv: bool,
     },
     /// Print a VM's state (stopped, running, paused, saved, crashed).
-    Status { name: String },
+    Status {
+        /// The VM's name.
+        name: String,
+    },
     /// Boot a stopped VM, or resume a saved one.
-    Start { name: String },
+    Start {
+        /// The VM's name.
+        name: String,
+    },
     /// Shut a VM down: ACPI power button first, then a hard stop after the timeout.
     Stop {
+        /// The VM\'s name.
+        /// The VM's name.
         name: String,
         /// How long the guest gets to power off (default: lifecycle.stop_timeout, 60s).
         #[arg(long, value_name = "DURATION")]
@@ -75,16 +88,30 @@ pub enum VmCmd {
         force: bool,
     },
     /// End a VM's QEMU process at once (SIGKILL).
-    Kill { name: String },
+    Kill {
+        /// The VM's name.
+        name: String,
+    },
     /// Pause a running VM's vCPUs.
-    Pause { name: String },
+    Pause {
+        /// The VM's name.
+        name: String,
+    },
     /// Continue a paused VM (or resume a saved one).
-    Resume { name: String },
+    Resume {
+        /// The VM's name.
+        name: String,
+    },
     /// Suspend a VM to disk; the next `start` resumes it where it was.
-    Save { name: String },
+    Save {
+        /// The VM's name.
+        name: String,
+    },
     /// Delete a stopped VM and the disks corral created for it.
     #[command(alias = "rm")]
     Delete {
+        /// The VM\'s name.
+        /// The VM's name.
         name: String,
         /// Keep the disk images on disk.
         #[arg(long)]
@@ -92,6 +119,8 @@ pub enum VmCmd {
     },
     /// Follow a VM's serial console log (Ctrl-C to leave).
     Console {
+        /// The VM\'s name.
+        /// The VM's name.
         name: String,
         /// Print the log so far and exit.
         #[arg(long)]
@@ -101,6 +130,7 @@ pub enum VmCmd {
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
+    /// The new VM's name: 1-63 of A-Z a-z 0-9 . _ -, not starting with . or -.
     pub name: String,
     /// Number of vCPUs (default: defaults.cpus in the config, 1).
     #[arg(long)]

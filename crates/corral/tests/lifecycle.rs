@@ -38,11 +38,31 @@ fn boot_pause_console_and_guest_poweroff() {
     let log = env.ok(&["vm", "console", "life", "--no-follow"]);
     assert!(log.contains("CORRAL-GUEST-READY"), "{log}");
 
+    // The monitor sockets are private to their owner.
+    use std::os::unix::fs::PermissionsExt;
+    for sock in ["qmp.sock", "status.sock", "serial.sock"] {
+        let mode = std::fs::metadata(env.vm_run("life").join(sock))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{sock} has mode {mode:o}");
+    }
+
+    // A following console ends by itself when the VM stops.
+    let follower = env
+        .cmd()
+        .args(["vm", "console", "life"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let stop = env.json(&["vm", "stop", "life", "--timeout", "60s"]);
     assert_eq!(stop["guest_initiated"], true, "{stop}");
     assert_eq!(stop["forced"], false, "{stop}");
     assert_eq!(env.state("life"), "stopped");
     assert!(env.qemu_pids().is_empty(), "QEMU removed its pidfile on a clean exit");
+    let followed = follower.wait_with_output().unwrap();
+    assert!(followed.status.success());
+    assert!(String::from_utf8_lossy(&followed.stdout).contains("CORRAL-POWEROFF"));
     let log = std::fs::read_to_string(env.vm_data("life").join("console.log")).unwrap();
     assert!(log.contains("CORRAL-POWEROFF"), "the guest's acpid ran poweroff: {log}");
 

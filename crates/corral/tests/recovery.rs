@@ -141,3 +141,54 @@ fn host_stop_all_with_three_vms_and_busy_lock() {
     }
     assert!(env.qemu_pids().is_empty());
 }
+
+/// Host shutdown and boot: `stop-all --save` saves every running VM, `start-autostart`
+/// resumes the autostart ones with their memory intact and leaves the others alone.
+#[test]
+fn host_shutdown_saves_and_boot_resumes_autostart_vms() {
+    let env = Env::new();
+    let g = common::guest();
+    for n in ["a1", "a2"] {
+        env.create_guest_from(n, &g.kernel, &g.initrd, "", &["--autostart"]);
+    }
+    env.create_guest("manual", "");
+
+    let boot = env.json(&["host", "start-autostart"]);
+    let outcomes: Vec<(String, String)> = boot["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("a1".into(), "started".into()), ("a2".into(), "started".into())],
+        "{boot}"
+    );
+    assert_eq!(env.state("manual"), "stopped");
+    env.wait_ready("a1", 1);
+    env.wait_ready("a2", 1);
+    env.console("a1").ok("echo kept > /tmp/k");
+
+    let down = env.json(&["host", "stop-all", "--save"]);
+    for r in down["results"].as_array().unwrap() {
+        assert_eq!(r["outcome"], "saved", "{down}");
+    }
+    assert_eq!(
+        (env.state("a1"), env.state("a2")),
+        ("saved".to_string(), "saved".to_string())
+    );
+    assert!(env.qemu_pids().is_empty());
+
+    let boot = env.json(&["host", "start-autostart"]);
+    for r in boot["results"].as_array().unwrap() {
+        assert_eq!(r["outcome"], "resumed", "{boot}");
+    }
+    assert_eq!(env.console("a1").ok("cat /tmp/k").trim(), "kept");
+    env.ok(&["host", "stop-all"]);
+}
