@@ -20,7 +20,7 @@ if ! corral vm show demo >/dev/null 2>&1; then
     corral vm create demo --memory 256M --disk 64M --accel "$ACCEL" --display none \
         --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" --cmdline "console=ttyS0 quiet panic=-1"
 fi
-state=$(corral vm status demo)
+state=$(corral vm status demo --json | sed -n 's/.*"state": "\([a-z]*\)".*/\1/p')
 case $state in
     running|paused) ;;
     *) corral vm start demo ;;

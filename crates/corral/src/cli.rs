@@ -65,7 +65,7 @@ pub enum VmCmd {
         #[arg(long)]
         argv: bool,
     },
-    /// Print a VM's state (stopped, running, paused, saved, crashed).
+    /// Show a VM's state (stopped, running, paused, saved, crashed) with pid, uptime and VNC.
     Status {
         /// The VM's name.
         name: String,

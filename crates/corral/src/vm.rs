@@ -55,9 +55,12 @@ pub async fn run(engine: &Arc<Engine>, cmd: VmCmd, json: bool) -> anyhow::Result
             if json {
                 output::json(&st);
             } else {
-                println!("{}", st.state);
-                for l in &st.last_log {
-                    println!("  {l}");
+                output::table(&output::VM_HEADER, &output::vm_rows(std::slice::from_ref(&st)));
+                if !st.last_log.is_empty() {
+                    println!("\nlast log lines:");
+                    for l in &st.last_log {
+                        println!("  {l}");
+                    }
                 }
             }
             Ok(())
