@@ -8,6 +8,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::fd::FromRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -72,8 +73,48 @@ pub fn lookup_user(name: &str) -> Result<RunAs, EngineError> {
     }
 }
 
+/// Writes the calling process's pid into `path`. Runs between fork and exec, so it only
+/// uses async-signal-safe calls and no allocation.
+fn write_own_pid(path: &std::ffi::CStr) -> std::io::Result<()> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let fd = open(
+        path,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    let mut buf = [0u8; 24];
+    let mut n = nix::unistd::getpid().as_raw() as u32;
+    let mut i = buf.len() - 1;
+    buf[i] = b'\n';
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // SAFETY: fd was just opened by us and is closed right after.
+    let file = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    nix::unistd::write(&file, &buf[i..])?;
+    Ok(())
+}
+
 /// Starts QEMU detached. Returns the direct child (its exit status tells a failed start).
-pub fn spawn_detached(argv: &[String], log: &Path, run_as: Option<RunAs>) -> Result<Child, EngineError> {
+///
+/// The child writes its own pid to `pidfile` before it executes QEMU (QEMU rewrites the same
+/// pid there later): so even if corral is killed the instant after the fork, the next command
+/// finds the process that became QEMU and does not start a second one on the same disks.
+pub fn spawn_detached(
+    argv: &[String],
+    log: &Path,
+    pidfile: &Path,
+    run_as: Option<RunAs>,
+) -> Result<Child, EngineError> {
+    use std::os::unix::ffi::OsStrExt;
+    let pid_c = std::ffi::CString::new(pidfile.as_os_str().as_bytes())
+        .map_err(|_| EngineError::io(pidfile)(std::io::ErrorKind::InvalidInput.into()))?;
     let mut logf = OpenOptions::new()
         .create(true)
         .append(true)
@@ -95,12 +136,12 @@ pub fn spawn_detached(argv: &[String], log: &Path, run_as: Option<RunAs>) -> Res
     }
     // SAFETY: setsid() and umask() are async-signal-safe and touch no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // Own session: signals to corral's process group or terminal never reach QEMU.
             nix::unistd::setsid().map_err(std::io::Error::from)?;
             // Everything QEMU creates (monitor sockets, pidfile, console log) is 0600.
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-            Ok(())
+            write_own_pid(&pid_c)
         });
     }
     cmd.spawn().map_err(|e| EngineError::StartFailed {

@@ -60,7 +60,16 @@ fn restart_recovery_and_crash_report() {
 fn kill_dash_nine_of_corral_during_start() {
     let env = Env::new();
     env.create_guest("k9", "");
-    for delay_ms in [0u64, 30, 150, 600] {
+    let uuid = env.json(&["vm", "show", "k9"])["uuid"].as_str().unwrap().to_string();
+    // Reality, independent of corral's pidfiles: any process whose argv carries the VM's UUID.
+    let qemu_alive = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|w| w == uuid.as_bytes()))
+                .unwrap_or(false)
+        })
+    };
+    for delay_ms in [0u64, 5, 15, 30, 60, 150, 600] {
         let mut child = env.cmd().args(["vm", "start", "k9"]).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
@@ -68,21 +77,19 @@ fn kill_dash_nine_of_corral_during_start() {
 
         let st = env.json(&["vm", "status", "k9"]);
         let state = st["state"].as_str().unwrap().to_string();
-        let qemu_alive = env
-            .qemu_pids()
-            .iter()
-            .any(|p| std::path::Path::new(&format!("/proc/{p}/cmdline")).exists());
+        let alive = qemu_alive();
         match state.as_str() {
             "running" => {
-                assert!(qemu_alive, "reported running without a QEMU (delay {delay_ms} ms)");
+                assert!(alive, "reported running without a QEMU (delay {delay_ms} ms)");
                 env.wait_ready("k9", 1);
                 let out = env.json(&["vm", "stop", "k9", "--force"]);
                 assert_eq!(out["forced"], true);
             }
-            "stopped" => assert!(!qemu_alive, "reported stopped with a live QEMU (delay {delay_ms} ms)"),
+            "stopped" => assert!(!alive, "reported stopped with a live QEMU (delay {delay_ms} ms)"),
             other => panic!("after kill -9 at {delay_ms} ms the VM is {other}: {st}"),
         }
-        assert_eq!(env.state("k9"), "stopped");
+        assert_eq!(env.state("k9"), "stopped", "after kill -9 at {delay_ms} ms");
+        assert!(!qemu_alive(), "no QEMU left over (delay {delay_ms} ms)");
         let _ = std::fs::remove_file(env.vm_data("k9").join("console.log"));
     }
     // No lock is left behind: a normal start and stop still work.

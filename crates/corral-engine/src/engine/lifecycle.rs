@@ -151,7 +151,7 @@ impl Engine {
             },
         );
         let t0 = Instant::now();
-        let mut child = spawn_detached(&argv, &paths.qemu_log(), run_as).map_err(|e| match e {
+        let mut child = spawn_detached(&argv, &paths.qemu_log(), &paths.pidfile(), run_as).map_err(|e| match e {
             EngineError::StartFailed { message, .. } => EngineError::StartFailed {
                 name: spec.name.to_string(),
                 message,
