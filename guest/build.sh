@@ -76,6 +76,11 @@ stamp_scripts_match() {
 }
 
 finish() {
+    # A build killed with SIGKILL leaves its temp dir behind; drop it if no
+    # build is running right now.
+    if compgen -G "$OUT/.build.*" >/dev/null && command -v flock >/dev/null 2>&1; then
+        (flock -n 8 && rm -rf "$OUT"/.build.*) 8>>"$OUT/.lock" || true
+    fi
     printf '%s\n' "$OUT" >&3
     exit 0
 }
@@ -105,10 +110,12 @@ as_root() {
     fi
 }
 
-if ! command -v cpio >/dev/null 2>&1 || ! [ -x /bin/busybox ]; then
-    log "installing busybox-static and cpio"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends busybox-static cpio \
-        || die "please install busybox-static and cpio"
+# Only cpio is needed on the host (the guest's busybox comes from the
+# downloaded package).
+if ! command -v cpio >/dev/null 2>&1; then
+    log "installing cpio"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends cpio >&2 \
+        || die "please install cpio"
 fi
 for tool in apt-get apt-cache dpkg-deb gzip sha256sum ldd find sort; do
     command -v "$tool" >/dev/null 2>&1 || die "missing host tool: $tool"
@@ -124,20 +131,29 @@ apt_update_once() {
 
 # Print the candidate version of package $1 (empty if unknown).
 candidate_version() {
-    apt-cache show --no-all-versions "$1" 2>/dev/null | sed -n 's/^Version: //p' | head -n1
+    { apt-cache show --no-all-versions "$1" 2>/dev/null || true; } \
+        | awk '/^Version: / && v == "" { v = $2 } END { print v }'
 }
 
-# Resolve linux-image-cloud-amd64 to the concrete linux-image-<abi>-cloud-amd64.
+# Resolve linux-image-cloud-amd64 to the concrete linux-image-<abi>-cloud-amd64
+# it depends on (e.g. linux-image-6.1.0-56-cloud-amd64).
 resolve_kernel_package() {
-    apt-cache show --no-all-versions "$KERNEL_META" 2>/dev/null \
-        | sed -n 's/^Depends: //p' | head -n1 | tr ',|' '\n\n' \
-        | sed 's/^ *//; s/ .*//' | grep -E '^linux-image-[0-9]' | head -n1
+    { apt-cache show --no-all-versions "$KERNEL_META" 2>/dev/null || true; } \
+        | awk '/^Depends: / && p == "" {
+                   sub(/^Depends: /, "")
+                   n = split($0, alts, /[,|]/)
+                   for (i = 1; i <= n; i++) {
+                       split(alts[i], w, " ")
+                       if (w[1] ~ /^linux-image-[0-9]/) { p = w[1]; break }
+                   }
+               }
+               END { print p }'
 }
 
 resolve_versions() {
-    KERNEL_PKG=$(resolve_kernel_package || true)
+    KERNEL_PKG=$(resolve_kernel_package)
     if [ -z "$KERNEL_PKG" ] && apt_update_once; then
-        KERNEL_PKG=$(resolve_kernel_package || true)
+        KERNEL_PKG=$(resolve_kernel_package)
     fi
     [ -n "$KERNEL_PKG" ] || die "cannot resolve $KERNEL_META to a kernel package (is apt configured?)"
     KERNEL_VER=$(candidate_version "$KERNEL_PKG")
@@ -235,9 +251,11 @@ done
 
 install -m 0755 "$INIT_SRC" "$ROOT/init"
 
-# poweroff/reboot/halt: busybox's versions signal PID 1, which is a plain shell
-# here and ignores them, so replace them with scripts that do the job directly.
-# They announce CORRAL-POWEROFF on the serial console first.
+# poweroff/halt/reboot: the busybox applets (without -f) only signal PID 1 and
+# expect busybox init there.  Our PID 1 is a shell script, so these paths are
+# scripts that do the job directly (init traps the signals and calls them, for
+# the applets busybox sh runs in preference to PATH).  They announce
+# CORRAL-POWEROFF (or CORRAL-REBOOT) on the serial console first.
 for cmd in poweroff halt reboot; do
     rm -f "$ROOT/sbin/$cmd"
     if [ "$cmd" = reboot ]; then action=reboot; marker=CORRAL-REBOOT; else action=poweroff; marker=CORRAL-POWEROFF; fi
@@ -246,10 +264,10 @@ for cmd in poweroff halt reboot; do
 # corral guest: flush filesystems, announce, then $action immediately.
 sync
 con=/dev/ttyS0; [ -c "\$con" ] || con=/dev/console
-echo $marker >"\$con"
-# stty sets the line with TCSADRAIN, so this waits until the marker has left
-# the UART before the machine goes away.
-stty -echo <"\$con" 2>/dev/null
+# stty sets the line with TCSADRAIN, so it waits until the marker has left
+# the UART before the machine goes away.  Bounded: a host that stopped reading
+# the serial port must not be able to block the power-off.
+timeout 2 sh -c 'echo $marker >"\$1" && stty -echo <"\$1"' sh "\$con" 2>/dev/null
 exec /bin/busybox $action -f
 EOF
     chmod 0755 "$ROOT/sbin/$cmd"
@@ -392,7 +410,7 @@ while read -r lib; do
     [ -n "$lib" ] || continue
     install -D -m 0755 "$(readlink -f "$lib")" "$ROOT$lib"
 done < <(sed -n 's/.*=> \(\/[^ ]*\) (0x.*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (0x.*/\1/p' <<<"$LDD_OUT")
-INTERP=$(readelf -l "$QGA_BIN" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
+INTERP=$(readelf -l "$QGA_BIN" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p' || true)
 INTERP=${INTERP:-/lib64/ld-linux-x86-64.so.2}
 [ -e "$ROOT$INTERP" ] || install -D -m 0755 "$(readlink -f "$INTERP")" "$ROOT$INTERP"
 
