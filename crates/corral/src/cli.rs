@@ -34,9 +34,47 @@ pub enum Command {
     /// Define, start, stop and inspect VMs.
     #[command(subcommand)]
     Vm(VmCmd),
+    /// Internal snapshots: take one, go back to it, list, delete.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// Host-wide actions for boot and shutdown.
     #[command(subcommand)]
     Host(HostCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// Take a snapshot; of a running VM it includes memory, so `revert` brings back the running guest.
+    Create {
+        /// The VM's name.
+        vm: String,
+        /// The snapshot's name (same rule as VM names).
+        name: String,
+        /// Disks only, even for a running VM.
+        #[arg(long)]
+        no_memory: bool,
+    },
+    /// List a VM's snapshots with date, memory size and the guest clock.
+    #[command(alias = "ls")]
+    List {
+        /// The VM's name.
+        vm: String,
+    },
+    /// Go back to a snapshot (disks, and memory on a running VM).
+    Revert {
+        /// The VM's name.
+        vm: String,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// Delete a snapshot.
+    #[command(alias = "rm")]
+    Delete {
+        /// The VM's name.
+        vm: String,
+        /// The snapshot's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

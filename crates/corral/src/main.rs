@@ -3,6 +3,7 @@
 
 mod cli;
 mod output;
+mod snapshot;
 mod vm;
 
 use std::process::ExitCode;
@@ -40,6 +41,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let engine = std::sync::Arc::new(Engine::open(cfg).context("cannot open the corral data directory")?);
     match cli.command {
         Command::Vm(cmd) => vm::run(&engine, cmd, cli.json).await,
+        Command::Snapshot(cmd) => snapshot::run(&engine, cmd, cli.json).await,
         Command::Host(HostCmd::StopAll { save, timeout }) => {
             let report = engine.stop_all(save, timeout.map(|t| t.0)).await?;
             vm::print_host_report(&report, cli.json, if save { "saved or stopped" } else { "stopped" })

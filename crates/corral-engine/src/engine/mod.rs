@@ -7,6 +7,7 @@ pub mod define;
 mod host;
 mod lifecycle;
 pub mod save;
+pub mod snapshot;
 mod state;
 
 use std::sync::{Mutex, MutexGuard};

@@ -1,0 +1,302 @@
+//! Internal snapshots (inside the qcow2 images).
+//!
+//! On a running VM they go through QMP: `snapshot-save` (disks + memory, a job),
+//! `snapshot-load` and `snapshot-delete` (jobs), or a `transaction` of
+//! `blockdev-snapshot-internal-sync` for a disk-only snapshot. On a stopped VM they go
+//! through `qemu-img snapshot`. The caller does not choose: the VM's state decides.
+//!
+//! QEMU 7.2 leaves the VM paused in `restore-vm` after `snapshot-load`, whether it worked or
+//! not. After a successful load corral continues the guest if it ran before; after a failed
+//! load the guest's memory is undefined, so corral stops QEMU and says so.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use corral_types::{DiskFormat, RunState, VmName, VmSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::state::{clear_runtime, observe, uuid_of};
+use super::Engine;
+use crate::error::EngineError;
+use crate::paths::VmPaths;
+use crate::process::{find_binary, wait_gone};
+
+/// One internal snapshot, present on every disk of the VM.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SnapshotInfo {
+    pub name: String,
+    /// Unix seconds.
+    pub date: i64,
+    /// Size of the saved memory and device state (0: disks only).
+    pub vm_state_size: u64,
+    pub memory: bool,
+    /// The guest's clock (time it had been running) when the snapshot was taken, in seconds.
+    pub vm_clock_seconds: f64,
+    /// Bytes the images have allocated on the host now (all layers and snapshots share them).
+    pub disk_allocated: u64,
+}
+
+#[derive(Deserialize)]
+struct ImgSnapshot {
+    name: String,
+    #[serde(rename = "vm-state-size")]
+    vm_state_size: u64,
+    #[serde(rename = "date-sec")]
+    date_sec: i64,
+    #[serde(rename = "vm-clock-sec")]
+    vm_clock_sec: i64,
+    #[serde(rename = "vm-clock-nsec")]
+    vm_clock_nsec: i64,
+}
+
+#[derive(Deserialize)]
+struct ImgInfo {
+    #[serde(default)]
+    snapshots: Vec<ImgSnapshot>,
+    #[serde(rename = "actual-size", default)]
+    actual_size: u64,
+}
+
+struct Disk {
+    node: String,
+    path: PathBuf,
+}
+
+fn disks(spec: &VmSpec, paths: &VmPaths) -> Result<Vec<Disk>, EngineError> {
+    if spec.disks.is_empty() {
+        return Err(EngineError::op(
+            spec.name.as_str(),
+            "snapshot",
+            "the VM has no disks to snapshot",
+        ));
+    }
+    spec.disks
+        .iter()
+        .map(|d| {
+            if d.format != DiskFormat::Qcow2 {
+                return Err(EngineError::op(
+                    spec.name.as_str(),
+                    "snapshot",
+                    format!("disk {} is {}; internal snapshots need qcow2 disks", d.name, d.format),
+                ));
+            }
+            Ok(Disk {
+                node: format!("drive-{}", d.name),
+                path: d.path.clone().unwrap_or_else(|| paths.disk(&d.name)),
+            })
+        })
+        .collect()
+}
+
+impl Engine {
+    fn qemu_img(&self, args: &[&str], what: &str) -> Result<Vec<u8>, EngineError> {
+        let bin = find_binary(&self.cfg.qemu.img_binary)?;
+        let out = Command::new(bin)
+            .args(args)
+            .output()
+            .map_err(EngineError::io(&self.cfg.qemu.img_binary))?;
+        if !out.status.success() {
+            return Err(EngineError::Tool {
+                what: what.to_string(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    fn img_info(&self, path: &std::path::Path) -> Result<ImgInfo, EngineError> {
+        let p = path.display().to_string();
+        // -U: read even while QEMU holds the image (snapshot tables are consistent on disk).
+        let out = self.qemu_img(&["info", "-U", "--output=json", &p], &format!("qemu-img info {p}"))?;
+        serde_json::from_slice(&out).map_err(|e| EngineError::Tool {
+            what: format!("qemu-img info {p}"),
+            message: e.to_string(),
+        })
+    }
+
+    /// Snapshots present on every disk, oldest first.
+    pub fn snapshot_list(&self, name: &str) -> Result<Vec<SnapshotInfo>, EngineError> {
+        let spec = self.get_spec(name)?;
+        let disks = disks(&spec, &self.paths(&spec.name))?;
+        let infos: Vec<ImgInfo> = disks.iter().map(|d| self.img_info(&d.path)).collect::<Result<_, _>>()?;
+        let allocated: u64 = infos.iter().map(|i| i.actual_size).sum();
+        let mut out: Vec<SnapshotInfo> = infos[0]
+            .snapshots
+            .iter()
+            .filter(|s| infos[1..].iter().all(|i| i.snapshots.iter().any(|o| o.name == s.name)))
+            .map(|s| SnapshotInfo {
+                name: s.name.clone(),
+                date: s.date_sec,
+                vm_state_size: s.vm_state_size,
+                memory: s.vm_state_size > 0,
+                vm_clock_seconds: s.vm_clock_sec as f64 + s.vm_clock_nsec as f64 / 1e9,
+                disk_allocated: allocated,
+            })
+            .collect();
+        out.sort_by_key(|s| s.date);
+        Ok(out)
+    }
+
+    fn find_snapshot(&self, spec: &VmSpec, snap: &str) -> Result<SnapshotInfo, EngineError> {
+        self.snapshot_list(spec.name.as_str())?
+            .into_iter()
+            .find(|s| s.name == snap)
+            .ok_or_else(|| {
+                EngineError::op(
+                    spec.name.as_str(),
+                    "snapshot",
+                    format!(
+                        "VM {} has no snapshot named {snap:?}; `corral snapshot list {}` shows them",
+                        spec.name, spec.name
+                    ),
+                )
+            })
+    }
+
+    /// Takes a snapshot. On a running VM it includes memory unless `no_memory`.
+    pub async fn snapshot_create(&self, name: &str, snap: &str, no_memory: bool) -> Result<SnapshotInfo, EngineError> {
+        VmName::new(snap).map_err(|e| EngineError::op(name, "snapshot", format!("bad snapshot name: {e}")))?;
+        let spec = self.get_spec(name)?;
+        let _lock = self.lock(&spec.name, "snapshot")?;
+        let paths = self.paths(&spec.name);
+        let disks = disks(&spec, &paths)?;
+        if self.snapshot_list(name)?.iter().any(|s| s.name == snap) {
+            return Err(EngineError::op(
+                name,
+                "snapshot",
+                format!("a snapshot named {snap:?} already exists; delete it first or pick another name"),
+            ));
+        }
+        let o = observe(&spec, &paths).await;
+        match o.state {
+            RunState::Running | RunState::Paused => {
+                let qmp = self.monitor(&spec, &paths).await?;
+                let nodes: Vec<&str> = disks.iter().map(|d| d.node.as_str()).collect();
+                if no_memory {
+                    let actions: Vec<_> = nodes
+                        .iter()
+                        .map(
+                            |n| json!({"type": "blockdev-snapshot-internal-sync", "data": {"device": n, "name": snap}}),
+                        )
+                        .collect();
+                    qmp.execute("transaction", Some(json!({"actions": actions})))
+                        .await
+                        .map_err(EngineError::qmp(name))?;
+                } else {
+                    let args = json!({"tag": snap, "vmstate": nodes[0], "devices": nodes});
+                    qmp.run_job("snapshot-save", args, &format!("corral-snap-{snap}"), None)
+                        .await
+                        .map_err(|e| EngineError::op(name, "snapshot", e.to_string()))?;
+                }
+            }
+            RunState::Stopped | RunState::Crashed => {
+                let mut done: Vec<&Disk> = vec![];
+                for d in &disks {
+                    let p = d.path.display().to_string();
+                    if let Err(e) =
+                        self.qemu_img(&["snapshot", "-c", snap, &p], &format!("qemu-img snapshot -c on {p}"))
+                    {
+                        for u in done {
+                            let _ = self.qemu_img(&["snapshot", "-d", snap, &u.path.display().to_string()], "undo");
+                        }
+                        return Err(e);
+                    }
+                    done.push(d);
+                }
+            }
+            RunState::Saved => return Err(saved_refusal(&spec)),
+        }
+        self.find_snapshot(&spec, snap)
+    }
+
+    /// Goes back to a snapshot: disks and, on a running VM, memory.
+    pub async fn snapshot_revert(&self, name: &str, snap: &str) -> Result<SnapshotInfo, EngineError> {
+        let spec = self.get_spec(name)?;
+        let _lock = self.lock(&spec.name, "revert")?;
+        let paths = self.paths(&spec.name);
+        let disks = disks(&spec, &paths)?;
+        let info = self.find_snapshot(&spec, snap)?;
+        let o = observe(&spec, &paths).await;
+        match o.state {
+            RunState::Running | RunState::Paused => {
+                if !info.memory {
+                    return Err(EngineError::op(name, "revert", format!(
+                        "snapshot {snap:?} holds no memory, so a running VM cannot go back to it; stop the VM (`corral vm stop {name}`) and revert its disks"
+                    )));
+                }
+                let qmp = self.monitor(&spec, &paths).await?;
+                let nodes: Vec<&str> = disks.iter().map(|d| d.node.as_str()).collect();
+                let args = json!({"tag": snap, "vmstate": nodes[0], "devices": nodes});
+                match qmp
+                    .run_job("snapshot-load", args, &format!("corral-load-{snap}"), None)
+                    .await
+                {
+                    Ok(()) => {
+                        // snapshot-load leaves the VM paused in restore-vm; resume what ran.
+                        if o.state == RunState::Running {
+                            qmp.execute("cont", None).await.map_err(EngineError::qmp(name))?;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = qmp.execute("quit", None).await;
+                        drop(qmp);
+                        if let Some(pid) = o.pid {
+                            wait_gone(pid, &uuid_of(&spec), std::time::Duration::from_secs(15)).await;
+                        }
+                        clear_runtime(&paths);
+                        return Err(EngineError::op(name, "revert", format!(
+                            "QEMU could not load snapshot {snap:?} ({e}); the guest's memory was left undefined, so corral stopped the VM. Its disks may already be at the snapshot; start it to boot from them"
+                        )));
+                    }
+                }
+            }
+            RunState::Stopped | RunState::Crashed => {
+                for d in &disks {
+                    let p = d.path.display().to_string();
+                    self.qemu_img(&["snapshot", "-a", snap, &p], &format!("qemu-img snapshot -a on {p}"))?;
+                }
+            }
+            RunState::Saved => return Err(saved_refusal(&spec)),
+        }
+        Ok(info)
+    }
+
+    pub async fn snapshot_delete(&self, name: &str, snap: &str) -> Result<(), EngineError> {
+        let spec = self.get_spec(name)?;
+        let _lock = self.lock(&spec.name, "snapshot delete")?;
+        let paths = self.paths(&spec.name);
+        let disks = disks(&spec, &paths)?;
+        self.find_snapshot(&spec, snap)?;
+        let o = observe(&spec, &paths).await;
+        if o.state.is_active() {
+            let qmp = self.monitor(&spec, &paths).await?;
+            let nodes: Vec<&str> = disks.iter().map(|d| d.node.as_str()).collect();
+            qmp.run_job(
+                "snapshot-delete",
+                json!({"tag": snap, "devices": nodes}),
+                &format!("corral-del-{snap}"),
+                None,
+            )
+            .await
+            .map_err(|e| EngineError::op(name, "snapshot delete", e.to_string()))?;
+        } else {
+            for d in &disks {
+                let p = d.path.display().to_string();
+                self.qemu_img(&["snapshot", "-d", snap, &p], &format!("qemu-img snapshot -d on {p}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn saved_refusal(spec: &VmSpec) -> EngineError {
+    EngineError::WrongState {
+        name: spec.name.to_string(),
+        state: RunState::Saved,
+        hint: format!(
+            "its saved memory belongs to the disks as they are; start it (`corral vm start {}`) first, then take or revert snapshots",
+            spec.name
+        ),
+    }
+}
