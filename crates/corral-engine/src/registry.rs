@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::EngineError;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 pub struct Registry {
     conn: Connection,
@@ -71,10 +71,53 @@ impl Registry {
             )
             .map_err(db)?;
         }
+        if version < 2 {
+            // qcow2 keeps no description with an internal snapshot: corral keeps it here.
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS snapshot_notes (
+                     vm TEXT NOT NULL,
+                     name TEXT NOT NULL,
+                     description TEXT NOT NULL,
+                     PRIMARY KEY (vm, name)
+                 );
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )
+            .map_err(db)?;
+        }
         Ok(Registry {
             conn,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The description a snapshot was taken with, if any.
+    pub fn snapshot_note(&self, vm: &str, name: &str) -> Result<Option<String>, EngineError> {
+        self.conn
+            .query_row(
+                "SELECT description FROM snapshot_notes WHERE vm = ?1 AND name = ?2",
+                params![vm, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db())
+    }
+
+    pub fn set_snapshot_note(&self, vm: &str, name: &str, description: Option<&str>) -> Result<(), EngineError> {
+        match description {
+            Some(d) => self.conn.execute(
+                "INSERT INTO snapshot_notes (vm, name, description) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (vm, name) DO UPDATE SET description = excluded.description",
+                params![vm, name, d],
+            ),
+            None => self.conn.execute(
+                "DELETE FROM snapshot_notes WHERE vm = ?1 AND name = ?2",
+                params![vm, name],
+            ),
+        }
+        .map_err(self.db())?;
+        Ok(())
     }
 
     fn db(&self) -> impl FnOnce(rusqlite::Error) -> EngineError + '_ {
@@ -175,6 +218,9 @@ impl Registry {
         self.conn
             .execute("DELETE FROM vms WHERE name = ?1", params![name])
             .map_err(self.db())?;
+        self.conn
+            .execute("DELETE FROM snapshot_notes WHERE vm = ?1", params![name])
+            .map_err(self.db())?;
         Ok(())
     }
 }
@@ -211,6 +257,31 @@ mod tests {
         reg.delete("a").unwrap();
         assert!(matches!(reg.require("a"), Err(EngineError::NotFound(_))));
         let _ = VmName::new("a");
+    }
+
+    #[test]
+    fn schema_1_database_upgrades_and_keeps_vms() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        let old = Connection::open(&p).unwrap();
+        old.execute_batch(
+            "CREATE TABLE vms (name TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, spec TEXT NOT NULL,
+                 generation INTEGER NOT NULL DEFAULT 1, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        old.execute(
+            "INSERT INTO vms VALUES ('v1', 'u1', ?1, 1, 0, 0)",
+            params![spec("v1").to_toml()],
+        )
+        .unwrap();
+        drop(old);
+        let reg = Registry::open(&p).unwrap();
+        assert_eq!(reg.list().unwrap().len(), 1);
+        reg.set_snapshot_note("v1", "s", Some("note")).unwrap();
+        assert_eq!(reg.snapshot_note("v1", "s").unwrap().as_deref(), Some("note"));
+        reg.delete("v1").unwrap();
+        assert_eq!(reg.snapshot_note("v1", "s").unwrap(), None, "notes go with their VM");
     }
 
     #[test]

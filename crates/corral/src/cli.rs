@@ -50,6 +50,9 @@ pub enum SnapshotCmd {
         vm: String,
         /// The snapshot's name (same rule as VM names).
         name: String,
+        /// A note kept with the snapshot (shown by `snapshot list`).
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
         /// Disks only, even for a running VM.
         #[arg(long)]
         no_memory: bool,

@@ -26,8 +26,15 @@ fn date(secs: i64) -> String {
 
 pub async fn run(engine: &Engine, cmd: SnapshotCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
-        SnapshotCmd::Create { vm, name, no_memory } => {
-            let s = engine.snapshot_create(&vm, &name, no_memory).await?;
+        SnapshotCmd::Create {
+            vm,
+            name,
+            description,
+            no_memory,
+        } => {
+            let s = engine
+                .snapshot_create(&vm, &name, description.as_deref(), no_memory)
+                .await?;
             if json {
                 output::json(&s);
             } else {
@@ -59,10 +66,14 @@ pub async fn run(engine: &Engine, cmd: SnapshotCmd, json: bool) -> anyhow::Resul
                                 "-".into()
                             },
                             output::uptime(s.vm_clock_seconds as u64),
+                            s.description.clone().unwrap_or_default(),
                         ]
                     })
                     .collect();
-                output::table(&["NAME", "DATE (UTC)", "MEMORY", "VM STATE", "VM CLOCK"], &rows);
+                output::table(
+                    &["NAME", "DATE (UTC)", "MEMORY", "VM STATE", "VM CLOCK", "DESCRIPTION"],
+                    &rows,
+                );
                 println!(
                     "disk space of all layers: {}",
                     ByteSize(list[0].disk_allocated).approx()

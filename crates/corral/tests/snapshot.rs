@@ -26,7 +26,14 @@ fn running_vm_snapshot_brings_back_disk_and_memory() {
     write_marker(&mut con, "MARKER-A");
     con.ok("echo memory-A > /tmp/value");
 
-    let s = env.json(&["snapshot", "create", "snap", "s1"]);
+    let s = env.json(&[
+        "snapshot",
+        "create",
+        "snap",
+        "s1",
+        "--description",
+        "before the upgrade",
+    ]);
     assert_eq!(s["memory"], true, "{s}");
     assert_eq!(env.state("snap"), "running", "snapshot-save resumes the guest");
 
@@ -49,6 +56,14 @@ fn running_vm_snapshot_brings_back_disk_and_memory() {
     let list = env.json(&["snapshot", "list", "snap"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "s1");
+    assert_eq!(list[0]["description"], "before the upgrade");
+    let table = env.ok(&["snapshot", "list", "snap"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("s1") && l.contains("yes") && l.contains("before the upgrade")),
+        "{table}"
+    );
     assert!(list[0]["vm_state_size"].as_u64().unwrap() > 1 << 20, "{list}");
 
     // Errors change nothing and say what is wrong.

@@ -35,6 +35,8 @@ pub struct SnapshotInfo {
     pub vm_clock_seconds: f64,
     /// Bytes the images have allocated on the host now (all layers and snapshots share them).
     pub disk_allocated: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -132,8 +134,14 @@ impl Engine {
                 memory: s.vm_state_size > 0,
                 vm_clock_seconds: s.vm_clock_sec as f64 + s.vm_clock_nsec as f64 / 1e9,
                 disk_allocated: allocated,
+                description: None,
             })
             .collect();
+        let reg = self.reg();
+        for s in &mut out {
+            s.description = reg.snapshot_note(spec.name.as_str(), &s.name)?;
+        }
+        drop(reg);
         out.sort_by_key(|s| s.date);
         Ok(out)
     }
@@ -155,7 +163,13 @@ impl Engine {
     }
 
     /// Takes a snapshot. On a running VM it includes memory unless `no_memory`.
-    pub async fn snapshot_create(&self, name: &str, snap: &str, no_memory: bool) -> Result<SnapshotInfo, EngineError> {
+    pub async fn snapshot_create(
+        &self,
+        name: &str,
+        snap: &str,
+        description: Option<&str>,
+        no_memory: bool,
+    ) -> Result<SnapshotInfo, EngineError> {
         VmName::new(snap).map_err(|e| EngineError::op(name, "snapshot", format!("bad snapshot name: {e}")))?;
         let spec = self.get_spec(name)?;
         let _lock = self.lock(&spec.name, "snapshot")?;
@@ -207,6 +221,7 @@ impl Engine {
             }
             RunState::Saved => return Err(saved_refusal(&spec)),
         }
+        self.reg().set_snapshot_note(spec.name.as_str(), snap, description)?;
         self.find_snapshot(&spec, snap)
     }
 
@@ -286,6 +301,7 @@ impl Engine {
                 self.qemu_img(&["snapshot", "-d", snap, &p], &format!("qemu-img snapshot -d on {p}"))?;
             }
         }
+        self.reg().set_snapshot_note(spec.name.as_str(), snap, None)?;
         Ok(())
     }
 }
