@@ -269,8 +269,13 @@ async fn show(engine: &Engine, name: &str, argv: bool, json: bool) -> anyhow::Re
 fn edit(engine: &Engine, name: &str, json: bool) -> anyhow::Result<()> {
     let rec = engine.get(name)?;
     let original = rec.spec.to_toml();
-    let dir = std::env::temp_dir();
-    let tmp = dir.join(format!("corral-edit-{}-{}.toml", rec.spec.name, std::process::id()));
+    // Private (0600) and unguessable: the spec may carry a kernel command line.
+    let file = tempfile::Builder::new()
+        .prefix(&format!("corral-edit-{}-", rec.spec.name))
+        .suffix(".toml")
+        .tempfile()
+        .context("cannot create a temporary file for the editor")?;
+    let tmp = file.path().to_path_buf();
     std::fs::write(&tmp, &original).with_context(|| format!("cannot write {}", tmp.display()))?;
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
@@ -303,7 +308,7 @@ fn edit(engine: &Engine, name: &str, json: bool) -> anyhow::Result<()> {
             Err(e) => return Err(anyhow::Error::new(e).context("nothing changed")),
         }
     })();
-    let _ = std::fs::remove_file(&tmp);
+    drop(file);
     match result? {
         None => {
             if json {

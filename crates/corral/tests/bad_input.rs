@@ -222,4 +222,17 @@ fn edit_applies_valid_and_refuses_invalid() {
     );
     assert_eq!(tree_digest(env.dir.path()), before);
     assert_eq!(env.json(&["vm", "list"])[0]["cpus"], 3);
+    // A relative path would mean different files to corral and to QEMU: refused.
+    let out = env
+        .cmd()
+        .args(["vm", "edit", "e"])
+        .env("EDITOR", "sed -i '1a cdrom = \"rel.iso\"'")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("paths must be absolute") && err.contains("rel.iso"),
+        "{err}"
+    );
+    assert_eq!(tree_digest(env.dir.path()), before);
 }

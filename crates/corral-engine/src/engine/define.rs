@@ -223,6 +223,9 @@ impl Engine {
     /// Stores a validated, normalised spec, creating the disks it asks for.
     fn define(&self, mut spec: VmSpec) -> Result<VmSpec, EngineError> {
         spec.validate()?;
+        // Held across the existence check, disk creation and insert, so two defines (or a
+        // define racing a delete) of one name cannot remove each other's disks.
+        let _lock = self.lock(&spec.name, "define")?;
         if self.reg().get(spec.name.as_str())?.is_some() {
             return Err(EngineError::Exists(spec.name.to_string()));
         }
@@ -286,6 +289,24 @@ impl Engine {
             ));
         }
         spec.uuid = old.spec.uuid;
+        let relative: Vec<String> = [
+            spec.boot.kernel.as_ref(),
+            spec.boot.initrd.as_ref(),
+            spec.cdrom.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(spec.disks.iter().filter_map(|d| d.path.as_ref()))
+        .filter(|p| p.is_relative())
+        .map(|p| p.display().to_string())
+        .collect();
+        if !relative.is_empty() {
+            return Err(EngineError::op(
+                name,
+                "edit",
+                format!("paths must be absolute here: {}", relative.join(", ")),
+            ));
+        }
         self.normalize(&mut spec, None);
         let paths = self.paths(&spec.name);
         check_files(&spec, &paths, false)?;
@@ -308,12 +329,13 @@ impl Engine {
         let _lock = self.lock(&spec.name, "delete")?;
         let paths = self.paths(&spec.name);
         let o = observe(&spec, &paths).await;
-        if o.state.is_active() {
+        // A live QEMU (even one still waiting for a saved state) must be ended first.
+        if o.state.is_active() || o.pid.is_some() {
             return Err(EngineError::WrongState {
                 name: spec.name.to_string(),
                 state: o.state,
                 hint: format!(
-                    "stop it first (`corral vm stop {0}`, or `corral vm kill {0}`)",
+                    "its QEMU still runs; stop it first (`corral vm stop {0}`, or `corral vm kill {0}`)",
                     spec.name
                 ),
             });

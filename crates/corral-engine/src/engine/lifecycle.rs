@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use super::define::check_files;
-use super::state::{clear_runtime, live_pid, observe, uuid_of};
+use super::state::{clear_runtime, has_saved_state, live_pid, observe, uuid_of};
 use super::Engine;
 use crate::error::EngineError;
 use crate::paths::{ensure_dir, VmPaths};
@@ -110,7 +110,8 @@ impl Engine {
             }
             _ => {}
         }
-        if o.state == RunState::Saved {
+        // A crashed QEMU may have been a resume that never finished: the state is still good.
+        if o.state == RunState::Saved || (o.state == RunState::Crashed && has_saved_state(&paths)) {
             return self.resume_saved(&record.spec, &paths).await;
         }
         let info = self.launch(&record.spec, &paths, false).await?;
@@ -324,10 +325,20 @@ impl Engine {
                 let mut events = qmp.events();
                 if !force {
                     // A paused guest cannot see the power button: let it run to shut down.
-                    let _ = qmp.execute("cont", None).await;
-                    qmp.execute("system_powerdown", None)
+                    let was_paused = qmp
+                        .execute("query-status", None)
                         .await
-                        .map_err(EngineError::qmp(spec.name.as_str()))?;
+                        .ok()
+                        .and_then(|v| v.get("running").and_then(|r| r.as_bool()))
+                        == Some(false);
+                    let _ = qmp.execute("cont", None).await;
+                    if let Err(e) = qmp.execute("system_powerdown", None).await {
+                        // Leave a paused VM paused, as it was.
+                        if was_paused {
+                            let _ = qmp.execute("stop", None).await;
+                        }
+                        return Err(EngineError::qmp(spec.name.as_str())(e));
+                    }
                     let deadline = tokio::time::Instant::now() + timeout;
                     loop {
                         tokio::select! {

@@ -150,11 +150,11 @@ impl Engine {
         let _ = qmp.execute("quit", None).await;
         drop(qmp);
         if !wait_gone(pid, &uuid_of(spec), Duration::from_secs(30)).await {
-            return Err(EngineError::op(
-                name,
-                "save",
-                format!("the state is saved, but QEMU (pid {pid}) did not exit; `corral vm kill {name}` ends it"),
-            ));
+            // The state is complete and durable and the guest is paused: nothing is lost by
+            // ending QEMU, and a live QEMU beside a saved state must not be resumed.
+            tracing::warn!(vm = %name, "QEMU did not quit after the save; killing it");
+            crate::process::send_signal(pid, nix::sys::signal::Signal::SIGKILL);
+            wait_gone(pid, &uuid_of(spec), Duration::from_secs(10)).await;
         }
         clear_runtime(paths);
         Ok(SaveInfo {
@@ -202,6 +202,10 @@ impl Engine {
                 .await
                 .map_err(EngineError::qmp(name))?;
             wait_migration(&qmp, name, "resume").await?;
+            // The state is now in QEMU: retire it before the guest can change its disks, so
+            // it can never be loaded again over newer disks.
+            let _ = std::fs::remove_file(&meta_path);
+            let _ = std::fs::remove_file(paths.saved_state());
             if meta.was_running {
                 qmp.execute("cont", None).await.map_err(EngineError::qmp(name))?;
             }

@@ -284,6 +284,9 @@ impl Engine {
         let disks = disks(&spec, &paths)?;
         self.find_snapshot(&spec, snap)?;
         let o = observe(&spec, &paths).await;
+        if o.state == RunState::Saved {
+            return Err(saved_refusal(&spec));
+        }
         if o.state.is_active() {
             let qmp = self.monitor(&spec, &paths).await?;
             let nodes: Vec<&str> = disks.iter().map(|d| d.node.as_str()).collect();

@@ -49,7 +49,7 @@ pub(crate) fn live_pid(spec: &VmSpec, paths: &VmPaths) -> Option<u32> {
     is_our_qemu(pid, &uuid_of(spec)).then_some(pid)
 }
 
-fn has_saved_state(paths: &VmPaths) -> bool {
+pub(crate) fn has_saved_state(paths: &VmPaths) -> bool {
     paths.saved_state().exists() && paths.saved_meta().exists()
 }
 
