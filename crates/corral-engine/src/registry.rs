@@ -228,7 +228,6 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use corral_types::VmName;
 
     fn spec(name: &str) -> VmSpec {
         let mut s = VmSpec::from_toml(&format!("name = \"{name}\"\n[[disks]]\nsize = \"1G\"\n")).unwrap();
@@ -256,7 +255,6 @@ mod tests {
         assert_eq!(reg.require("a").unwrap().generation, g);
         reg.delete("a").unwrap();
         assert!(matches!(reg.require("a"), Err(EngineError::NotFound(_))));
-        let _ = VmName::new("a");
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub fn absolutize(spec: &mut VmSpec, base: &Path) {
 }
 
 fn must_exist(what: &str, p: &Path, hint: &str) -> Result<(), EngineError> {
-    if p.is_file() || p.is_symlink() && p.exists() {
+    // is_file follows symlinks: a link to an image counts, a link to a directory does not.
+    if p.is_file() {
         return Ok(());
     }
     Err(EngineError::MissingFile {

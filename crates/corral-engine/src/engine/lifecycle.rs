@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use super::define::check_files;
-use super::state::{clear_runtime, has_saved_state, live_pid, observe, uuid_of};
+use super::state::{clear_runtime, has_saved_state, live_pid, observe, query_vnc, uuid_of};
 use super::Engine;
 use crate::error::EngineError;
 use crate::paths::{ensure_dir, VmPaths};
@@ -159,13 +159,12 @@ impl Engine {
             },
             other => other,
         })?;
-        let log_start = std::fs::metadata(paths.qemu_log()).map(|m| m.len()).unwrap_or(0);
         let deadline = t0 + self.cfg.lifecycle.start_timeout.0;
         let qmp_path = paths.qmp();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 clear_runtime(paths);
-                return Err(self.start_error(spec, paths, log_start, &status.to_string()));
+                return Err(self.start_error(spec, paths, &status.to_string()));
             }
             if qmp_path.exists() {
                 match Qmp::connect(&qmp_path).await {
@@ -201,12 +200,11 @@ impl Engine {
     }
 
     /// Turns QEMU's last words into a clear error.
-    fn start_error(&self, spec: &VmSpec, paths: &VmPaths, log_start: u64, status: &str) -> EngineError {
+    fn start_error(&self, spec: &VmSpec, paths: &VmPaths, status: &str) -> EngineError {
         let lines: Vec<String> = tail_lines(&paths.qemu_log(), 20)
             .into_iter()
             .filter(|l| !l.starts_with("corral: "))
             .collect();
-        let _ = log_start;
         let text = lines.join("\n");
         if text.contains("Failed to find an available port") || text.contains("Address already in use") {
             if let Some(port) = spec.display.vnc_port {
@@ -445,13 +443,4 @@ impl Engine {
             .map_err(|e: QmpError| EngineError::op(name, op, e.to_string()))?;
         Ok(())
     }
-}
-
-/// The VNC address QEMU listens on, if any.
-pub(crate) async fn query_vnc(qmp: &Qmp) -> Option<String> {
-    let v = qmp.execute("query-vnc", None).await.ok()?;
-    if !v.get("enabled")?.as_bool()? {
-        return None;
-    }
-    Some(format!("{}:{}", v.get("host")?.as_str()?, v.get("service")?.as_str()?))
 }

@@ -18,6 +18,15 @@ use crate::error::EngineError;
 use crate::paths::VmPaths;
 use crate::process::{is_our_qemu, read_pidfile, tail_lines, uptime_seconds};
 
+/// The VNC address QEMU listens on, if any.
+pub(crate) async fn query_vnc(qmp: &Qmp) -> Option<String> {
+    let v = qmp.execute("query-vnc", None).await.ok()?;
+    if !v.get("enabled")?.as_bool()? {
+        return None;
+    }
+    Some(format!("{}:{}", v.get("host")?.as_str()?, v.get("service")?.as_str()?))
+}
+
 /// What the engine sees of a VM right now.
 #[derive(Debug, Clone)]
 pub(crate) struct Observed {
@@ -30,13 +39,6 @@ pub(crate) struct Observed {
 #[derive(Deserialize)]
 struct QueryStatus {
     status: String,
-}
-
-#[derive(Deserialize)]
-struct QueryVnc {
-    enabled: bool,
-    host: Option<String>,
-    service: Option<String>,
 }
 
 pub(crate) fn uuid_of(spec: &VmSpec) -> String {
@@ -58,13 +60,7 @@ async fn query(paths: &VmPaths) -> Option<(String, Option<String>)> {
     let work = async {
         let qmp = Qmp::connect(paths.qmp_status()).await.ok()?;
         let st: QueryStatus = qmp.execute_as("query-status", None).await.ok()?;
-        let vnc = match qmp.execute_as::<QueryVnc>("query-vnc", None).await {
-            Ok(v) if v.enabled => match (v.host, v.service) {
-                (Some(h), Some(s)) => Some(format!("{h}:{s}")),
-                _ => None,
-            },
-            _ => None,
-        };
+        let vnc = query_vnc(&qmp).await;
         Some((st.status, vnc))
     };
     tokio::time::timeout(Duration::from_secs(2), work).await.ok().flatten()
