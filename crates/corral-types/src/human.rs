@@ -14,6 +14,8 @@ pub enum ParseHumanError {
     Size(String),
     #[error("{0:?} is not a duration; write numbers with units ms, s, m, h or d, e.g. 90s, 1m or 1h30m")]
     Duration(String),
+    #[error("{0:?} is not a percentage; write a number followed by %, e.g. 10%")]
+    Percent(String),
 }
 
 /// A size in bytes. Units are binary (K = 1024), as in QEMU and qemu-img.
@@ -218,6 +220,57 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A percentage written `10%` (or a plain number, taken as percent). Used for ratios in the
+/// host config, such as `disk.consolidate_ratio`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Percent(pub f64);
+
+impl FromStr for Percent {
+    type Err = ParseHumanError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let n = t.strip_suffix('%').unwrap_or(t).trim();
+        match n.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(Percent(v)),
+            _ => Err(ParseHumanError::Percent(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.0)
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Percent;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a percentage such as \"10%\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Percent, E> {
+                Ok(Percent(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Percent, E> {
+                format!("{v}").parse().map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Percent, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +308,18 @@ mod tests {
         }
         assert_eq!(HumanDuration(Duration::from_secs(5400)).to_string(), "1h30m");
         assert_eq!(HumanDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+    }
+
+    #[test]
+    fn percents() {
+        let p = |s: &str| s.parse::<Percent>().map(|v| v.0);
+        assert_eq!(p("10%"), Ok(10.0));
+        assert_eq!(p("2.5 %"), Ok(2.5));
+        assert_eq!(p("40"), Ok(40.0));
+        for bad in ["", "%", "-1%", "ten%", "NaN%", "inf"] {
+            assert!(p(bad).is_err(), "{bad:?} should fail");
+        }
+        assert_eq!(Percent(10.0).to_string(), "10%");
     }
 
     #[test]

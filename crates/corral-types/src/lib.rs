@@ -5,12 +5,16 @@
 //! rules, and the JSON shapes that the CLI prints with `--json` (and that the REST API will
 //! serve). Everything that talks to QEMU or the disk lives in `corral-engine`.
 
+pub mod disk;
 pub mod human;
+pub mod job;
 pub mod name;
 pub mod spec;
 pub mod status;
 
-pub use human::{ByteSize, HumanDuration, ParseHumanError};
+pub use disk::{ChainLayer, CloneReport, ClonedDisk, DiskChain, ImageInfo};
+pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};
+pub use job::{JobInfo, JobState};
 pub use name::{NameError, VmName};
 pub use spec::{
     Accel, BootFrom, BootSpec, DiskBus, DiskFormat, DiskRole, DiskSpec, DisplayMode, DisplaySpec, MacAddr, Machine,

@@ -5,6 +5,7 @@
 mod console;
 pub mod define;
 mod host;
+pub mod jobs;
 mod lifecycle;
 pub mod save;
 pub mod snapshot;
@@ -27,6 +28,8 @@ use crate::registry::{Registry, VmRecord};
 pub struct Engine {
     cfg: HostConfig,
     registry: Mutex<Registry>,
+    /// Job updates for front ends in this process (see `jobs.rs`).
+    job_tx: tokio::sync::broadcast::Sender<corral_types::JobInfo>,
 }
 
 impl Engine {
@@ -38,6 +41,7 @@ impl Engine {
         Ok(Engine {
             cfg,
             registry: Mutex::new(registry),
+            job_tx: tokio::sync::broadcast::channel(256).0,
         })
     }
 

@@ -10,7 +10,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::EngineError;
 
-const SCHEMA_VERSION: i64 = 2;
+mod bases;
+mod jobs;
+
+pub use bases::BaseRow;
+
+const SCHEMA_VERSION: i64 = 3;
 
 pub struct Registry {
     conn: Connection,
@@ -27,7 +32,7 @@ pub struct VmRecord {
     pub updated_at: i64,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -86,6 +91,43 @@ impl Registry {
             )
             .map_err(db)?;
         }
+        if version < 3 {
+            // Jobs (progress readable by every process) and frozen base images with the VMs
+            // that stand on them (what makes `vm delete` of a linked clone's source refuse).
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS jobs (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     vm TEXT NOT NULL,
+                     kind TEXT NOT NULL,
+                     target TEXT NOT NULL,
+                     state TEXT NOT NULL,
+                     done INTEGER NOT NULL DEFAULT 0,
+                     total INTEGER NOT NULL DEFAULT 0,
+                     started_ms INTEGER NOT NULL,
+                     finished_ms INTEGER,
+                     message TEXT,
+                     pid INTEGER NOT NULL
+                 );
+                 CREATE INDEX IF NOT EXISTS jobs_by_vm ON jobs (vm, id);
+                 CREATE TABLE IF NOT EXISTS bases (
+                     path TEXT PRIMARY KEY,
+                     owner TEXT NOT NULL,
+                     disk TEXT NOT NULL,
+                     snapshot TEXT,
+                     created INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS base_users (
+                     base TEXT NOT NULL REFERENCES bases (path) ON DELETE CASCADE,
+                     vm TEXT NOT NULL,
+                     PRIMARY KEY (base, vm)
+                 );
+                 PRAGMA user_version = 3;
+                 COMMIT;",
+            )
+            .map_err(db)?;
+        }
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         Ok(Registry {
             conn,
             path: path.to_path_buf(),

@@ -1,0 +1,69 @@
+//! Long operations (full clone, commit, consolidate, snapshots with memory) run as jobs. Their
+//! state is kept in the registry so that any process (the CLI, `corral job list`, the web
+//! server) can read it, and streamed to the caller while it runs.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+    /// The process that ran it died before it finished (derived: the row says running, the
+    /// pid is gone).
+    Interrupted,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+    pub fn is_finished(self) -> bool {
+        self != JobState::Running
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One job, as `corral job list --json` prints it and as progress lines stream it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub id: i64,
+    pub vm: String,
+    /// `clone`, `commit`, `consolidate`, `snapshot`, `revert`, …
+    pub kind: String,
+    /// What it works on, for people: `disk0`, `web1 → web2`, a snapshot name.
+    pub target: String,
+    pub state: JobState,
+    /// Progress: `done` of `total` units (bytes when QEMU reports bytes; 0/0 when unknown).
+    pub done: u64,
+    pub total: u64,
+    /// Unix milliseconds.
+    pub started_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<i64>,
+    /// The error of a failed job, or a one-line result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The process running it.
+    pub pid: u32,
+}
+
+impl JobInfo {
+    /// Progress as a fraction in 0..=1, when known.
+    pub fn fraction(&self) -> Option<f64> {
+        (self.total > 0).then(|| (self.done as f64 / self.total as f64).clamp(0.0, 1.0))
+    }
+}
