@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use corral_types::{Accel, ByteSize, DisplayMode, HumanDuration, NetworkMode};
+use corral_types::{Accel, ByteSize, DisplayMode, HumanDuration, NetworkMode, Percent};
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
@@ -28,6 +28,21 @@ pub struct HostConfig {
     pub defaults: VmDefaults,
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
+    #[serde(default)]
+    pub disk: DiskConfig,
+}
+
+/// The overlay consolidation policy: `corral disk consolidate` merges an overlay (the active
+/// layer above a base) once it passes either limit, and `corral disk info` flags it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Merge an overlay once it has allocated more than this.
+    #[serde(default = "one_gig")]
+    pub consolidate_above: ByteSize,
+    /// Merge an overlay once it is larger than this share of the layers below it.
+    #[serde(default = "ten_percent")]
+    pub consolidate_ratio: Percent,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -85,6 +100,12 @@ fn one() -> u32 {
 fn half_gig() -> ByteSize {
     ByteSize(512 << 20)
 }
+fn one_gig() -> ByteSize {
+    ByteSize(1 << 30)
+}
+fn ten_percent() -> Percent {
+    Percent(10.0)
+}
 fn sixty_seconds() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(60))
 }
@@ -133,6 +154,11 @@ impl Default for VmDefaults {
     }
 }
 impl Default for LifecycleConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+impl Default for DiskConfig {
     fn default() -> Self {
         toml::from_str("").expect("defaults")
     }

@@ -44,6 +44,22 @@ pub enum EngineError {
         operation: String,
         message: String,
     },
+    /// The request cannot be carried out as asked (no such snapshot, no overlay to commit,
+    /// shrinking a disk, …); nothing was changed.
+    #[error("{operation} of VM {name}: {message}")]
+    Invalid {
+        name: String,
+        operation: String,
+        message: String,
+    },
+    /// Something else depends on what the request would change or remove (a base image
+    /// with linked clones); nothing was changed.
+    #[error("{operation} of VM {name} refused: {message}")]
+    InUse {
+        name: String,
+        operation: String,
+        message: String,
+    },
     #[error("{what}: {message}")]
     Tool { what: String, message: String },
     #[error("registry database {}: {source}", path.display())]
@@ -83,6 +99,22 @@ impl EngineError {
         }
     }
 
+    pub fn invalid(name: &str, operation: &str, message: impl Into<String>) -> EngineError {
+        EngineError::Invalid {
+            name: name.to_string(),
+            operation: operation.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn in_use(name: &str, operation: &str, message: impl Into<String>) -> EngineError {
+        EngineError::InUse {
+            name: name.to_string(),
+            operation: operation.to_string(),
+            message: message.into(),
+        }
+    }
+
     /// A short machine-readable kind, for `--json` error output and exit codes.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -98,6 +130,8 @@ impl EngineError {
             EngineError::StartFailed { .. } => "start-failed",
             EngineError::Qmp { .. } => "qmp",
             EngineError::Operation { .. } => "operation",
+            EngineError::Invalid { .. } => "invalid",
+            EngineError::InUse { .. } => "in-use",
             EngineError::Tool { .. } => "tool",
             EngineError::Db { .. } => "db",
             EngineError::Io { .. } => "io",

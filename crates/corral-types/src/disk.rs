@@ -86,3 +86,32 @@ pub struct ClonedDisk {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<PathBuf>,
 }
+
+/// One disk merged by `corral disk commit` (or `consolidate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitReport {
+    pub vm: String,
+    pub disk: String,
+    /// The overlay that was merged and then removed.
+    pub overlay: PathBuf,
+    /// The layer it was merged into, now the disk's active layer.
+    pub into: PathBuf,
+    /// Bytes the overlay had allocated.
+    pub merged_bytes: u64,
+    /// Merged in the running VM (`block-commit`) rather than with `qemu-img commit`.
+    pub live: bool,
+    pub millis: u64,
+}
+
+/// What `corral disk consolidate` did with one disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsolidateItem {
+    pub vm: String,
+    pub disk: String,
+    /// `merged`, `within-limits`, `skipped` (over a limit but cannot be merged) or `failed`.
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitReport>,
+}

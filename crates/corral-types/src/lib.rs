@@ -12,7 +12,7 @@ pub mod name;
 pub mod spec;
 pub mod status;
 
-pub use disk::{ChainLayer, CloneReport, ClonedDisk, DiskChain, ImageInfo};
+pub use disk::{ChainLayer, CloneReport, ClonedDisk, CommitReport, ConsolidateItem, DiskChain, ImageInfo};
 pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};
 pub use job::{JobInfo, JobState};
 pub use name::{NameError, VmName};

@@ -37,9 +37,73 @@ pub enum Command {
     /// Internal snapshots: take one, go back to it, list, delete.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Disk layers: overlays, merging them back, consolidation, chain info.
+    #[command(subcommand)]
+    Disk(DiskCmd),
+    /// Base images that linked clones stand on.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Long operations (clones, merges, snapshots) and their progress.
+    #[command(subcommand)]
+    Job(JobCmd),
     /// Host-wide actions for boot and shutdown.
     #[command(subcommand)]
     Host(HostCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DiskCmd {
+    /// Show each disk's backing chain: allocated size per layer, overlay ratio, policy verdict.
+    Info {
+        /// The VM's name.
+        vm: String,
+    },
+    /// Put a new qcow2 overlay on a disk (all disks without DISK); the layer below becomes read-only.
+    Overlay {
+        /// The VM's name.
+        vm: String,
+        /// One disk by name (default: every disk, at the same instant).
+        disk: Option<String>,
+    },
+    /// Merge a disk's top overlay back into the layer below (live with block-commit, or qemu-img commit).
+    Commit {
+        /// The VM's name.
+        vm: String,
+        /// One disk by name (default: every disk that has an overlay).
+        disk: Option<String>,
+    },
+    /// Merge every overlay above disk.consolidate_above or disk.consolidate_ratio.
+    Consolidate {
+        /// The VM's name.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        vm: Option<String>,
+        /// Every VM.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// List base images with their owner VM and how many linked clones use each.
+    #[command(alias = "ls")]
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCmd {
+    /// Recent jobs, newest first.
+    #[command(alias = "ls")]
+    List {
+        /// Only this VM's jobs.
+        #[arg(long)]
+        vm: Option<String>,
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One job by id.
+    Show { id: i64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,7 +163,6 @@ pub enum VmCmd {
     List,
     /// Show a VM's spec and state.
     Show {
-        /// The VM\'s name.
         /// The VM's name.
         name: String,
         /// Also print the QEMU command line corral would run.
@@ -118,7 +181,6 @@ pub enum VmCmd {
     },
     /// Shut a VM down: ACPI power button first, then a hard stop after the timeout.
     Stop {
-        /// The VM\'s name.
         /// The VM's name.
         name: String,
         /// How long the guest gets to power off (default: lifecycle.stop_timeout, 60s).
@@ -151,16 +213,33 @@ pub enum VmCmd {
     /// Delete a stopped VM and the disks corral created for it.
     #[command(alias = "rm")]
     Delete {
-        /// The VM\'s name.
         /// The VM's name.
         name: String,
         /// Keep the disk images on disk.
         #[arg(long)]
         keep_disks: bool,
     },
+    /// Make a new VM from an existing one: a full copy, or a linked clone on a shared read-only base.
+    #[command(
+        after_help = "Examples:\n  corral vm clone web1 web2                      independent copy (qemu-img convert)\n  corral vm clone base desk1 --linked            overlay on base's frozen disk, made in milliseconds\n  corral vm clone base desk2 --linked --from-snapshot golden"
+    )]
+    Clone {
+        /// The VM to copy.
+        source: String,
+        /// The new VM's name.
+        name: String,
+        /// A qcow2 overlay on a read-only base shared by all clones (no copying).
+        #[arg(long, conflicts_with = "full")]
+        linked: bool,
+        /// An independent copy of every disk (the default).
+        #[arg(long)]
+        full: bool,
+        /// Clone the disks as they were at this internal snapshot.
+        #[arg(long, value_name = "SNAPSHOT")]
+        from_snapshot: Option<String>,
+    },
     /// Follow a VM's serial console log (Ctrl-C to leave).
     Console {
-        /// The VM\'s name.
         /// The VM's name.
         name: String,
         /// Print the log so far and exit.

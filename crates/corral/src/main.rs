@@ -2,7 +2,9 @@
 //! its result; all VM logic lives in `corral-engine`.
 
 mod cli;
+mod disk;
 mod output;
+mod progress;
 mod snapshot;
 mod vm;
 
@@ -42,6 +44,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Vm(cmd) => vm::run(&engine, cmd, cli.json).await,
         Command::Snapshot(cmd) => snapshot::run(&engine, cmd, cli.json).await,
+        Command::Disk(cmd) => disk::run(&engine, cmd, cli.json).await,
+        Command::Image(cmd) => disk::image(&engine, cmd, cli.json),
+        Command::Job(cmd) => disk::job(&engine, cmd, cli.json),
         Command::Host(HostCmd::StopAll { save, timeout }) => {
             let report = engine.stop_all(save, timeout.map(|t| t.0)).await?;
             vm::print_host_report(&report, cli.json, if save { "saved or stopped" } else { "stopped" })
@@ -73,7 +78,7 @@ fn main() -> ExitCode {
             }
             ExitCode::from(match kind {
                 "invalid" | "not-found" | "exists" | "missing-file" | "config" => 2,
-                "busy" | "wrong-state" => 3,
+                "busy" | "wrong-state" | "in-use" => 3,
                 _ => 1,
             })
         }

@@ -4,7 +4,7 @@ use corral_engine::Engine;
 use corral_types::ByteSize;
 
 use crate::cli::SnapshotCmd;
-use crate::output;
+use crate::{output, progress};
 
 fn date(secs: i64) -> String {
     // UTC, ISO-like, without pulling in a date crate for one column.
@@ -32,9 +32,12 @@ pub async fn run(engine: &Engine, cmd: SnapshotCmd, json: bool) -> anyhow::Resul
             description,
             no_memory,
         } => {
-            let s = engine
-                .snapshot_create(&vm, &name, description.as_deref(), no_memory)
-                .await?;
+            let s = progress::with_progress(
+                engine,
+                json,
+                engine.snapshot_create(&vm, &name, description.as_deref(), no_memory),
+            )
+            .await?;
             if json {
                 output::json(&s);
             } else {
@@ -81,7 +84,7 @@ pub async fn run(engine: &Engine, cmd: SnapshotCmd, json: bool) -> anyhow::Resul
             }
         }
         SnapshotCmd::Revert { vm, name } => {
-            let s = engine.snapshot_revert(&vm, &name).await?;
+            let s = progress::with_progress(engine, json, engine.snapshot_revert(&vm, &name)).await?;
             if json {
                 output::json(&s);
             } else {

@@ -11,7 +11,7 @@ use corral_engine::{Engine, HostReport};
 use corral_types::ByteSize;
 
 use crate::cli::{CreateArgs, VmCmd};
-use crate::output;
+use crate::{output, progress};
 
 fn absolute(p: Option<std::path::PathBuf>) -> anyhow::Result<Option<std::path::PathBuf>> {
     p.map(|p| std::path::absolute(&p).with_context(|| format!("bad path {}", p.display())))
@@ -147,6 +147,41 @@ pub async fn run(engine: &Arc<Engine>, cmd: VmCmd, json: bool) -> anyhow::Result
                 }
                 if r.discarded_saved_state {
                     println!("  discarded its saved state");
+                }
+            }
+            Ok(())
+        }
+        VmCmd::Clone {
+            source,
+            name,
+            linked,
+            full: _,
+            from_snapshot,
+        } => {
+            let r = progress::with_progress(
+                engine,
+                json,
+                engine.clone_vm(&source, &name, linked, from_snapshot.as_deref()),
+            )
+            .await?;
+            if json {
+                output::json(&r);
+            } else {
+                let kind = if r.linked { "linked clone" } else { "full clone" };
+                let at = r
+                    .from_snapshot
+                    .as_ref()
+                    .map(|s| format!(" at snapshot {s}"))
+                    .unwrap_or_default();
+                println!("made {kind} {} of {}{at} in {} ms", r.name, r.source, r.millis);
+                for d in &r.disks {
+                    match &d.base {
+                        Some(b) => println!("  {}: {} on base {}", d.disk, d.path.display(), b.display()),
+                        None => println!("  {}: {}", d.disk, d.path.display()),
+                    }
+                }
+                for c in &r.cleared {
+                    println!("  not copied: {c}");
                 }
             }
             Ok(())

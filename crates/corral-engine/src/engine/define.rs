@@ -125,7 +125,7 @@ pub(crate) fn create_qcow2(img: &str, path: &Path, size: ByteSize) -> Result<(),
 impl Engine {
     /// Fills in what the host decides: generated ids and disk names, host defaults for keys
     /// the spec document did not set.
-    fn normalize(&self, spec: &mut VmSpec, raw: Option<&toml::Table>) {
+    pub(crate) fn normalize(&self, spec: &mut VmSpec, raw: Option<&toml::Table>) {
         let d = &self.cfg.defaults;
         let absent = |key: &str| raw.map(|t| !t.contains_key(key)).unwrap_or(false);
         let absent_in = |table: &str, key: &str| {
@@ -341,15 +341,57 @@ impl Engine {
                 ),
             });
         }
-        self.reg().delete(spec.name.as_str())?;
+        let clones = self.reg().clones_of(spec.name.as_str())?;
+        if !clones.is_empty() {
+            return Err(EngineError::in_use(
+                name,
+                "delete",
+                format!(
+                    "{} on its base images: {}; delete {} first, or make independent copies with `corral vm clone CLONE NEW --full`",
+                    super::clone::clone_count(&clones),
+                    clones.join(", "),
+                    if clones.len() == 1 { "it" } else { "them" },
+                ),
+            ));
+        }
+        // Every file of the disks' chains that lives in the VM's directory (overlays, frozen
+        // bases, exported snapshot bases), read before the registry forgets the VM.
+        let tops: Vec<PathBuf> = spec
+            .disks
+            .iter()
+            .map(|d| d.path.clone().unwrap_or_else(|| paths.disk(&d.name)))
+            .collect();
+        let mut files: Vec<PathBuf> = vec![];
+        for d in &spec.disks {
+            let top = d.path.clone().unwrap_or_else(|| paths.disk(&d.name));
+            match self.img_chain(&top) {
+                Ok(chain) => files.extend(chain.into_iter().map(|l| l.filename)),
+                Err(_) => files.push(top),
+            }
+        }
+        files.extend(
+            self.reg()
+                .bases()?
+                .into_iter()
+                .filter(|b| b.owner == spec.name.as_str())
+                .map(|b| b.path),
+        );
+        files.dedup();
+        {
+            let reg = self.reg();
+            reg.delete(spec.name.as_str())?;
+            reg.base_forget_vm(spec.name.as_str())?;
+        }
         let mut report = DeleteReport {
             name: spec.name.to_string(),
             removed: vec![],
             kept: vec![],
             discarded_saved_state: o.state == RunState::Saved,
         };
-        for d in &spec.disks {
-            let path = d.path.clone().unwrap_or_else(|| paths.disk(&d.name));
+        for path in files {
+            if report.removed.contains(&path) || report.kept.contains(&path) {
+                continue;
+            }
             let ours = path.starts_with(&paths.data);
             if ours && !keep_disks {
                 match std::fs::remove_file(&path) {
@@ -357,7 +399,8 @@ impl Engine {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(_) => report.kept.push(path),
                 }
-            } else {
+            } else if ours || tops.contains(&path) {
+                // Layers below that belong to other VMs (a linked clone's base) are theirs.
                 report.kept.push(path);
             }
         }

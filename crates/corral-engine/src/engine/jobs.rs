@@ -160,9 +160,8 @@ impl Engine {
     }
 
     pub fn job(&self, id: i64) -> Result<JobInfo, EngineError> {
-        self.reg()
-            .job(id)?
-            .map(derive)
-            .ok_or_else(|| EngineError::op("-", "job", format!("no job with id {id}; `corral job list` shows them")))
+        self.reg().job(id)?.map(derive).ok_or_else(|| {
+            EngineError::invalid("-", "job", format!("no job with id {id}; `corral job list` shows them"))
+        })
     }
 }

@@ -2,10 +2,13 @@
 //! definition from the registry, observe the real runtime state, act, and clean up after
 //! themselves on every error path.
 
+mod clone;
 mod console;
 pub mod define;
 mod host;
+mod img;
 pub mod jobs;
+pub mod layers;
 mod lifecycle;
 pub mod save;
 pub mod snapshot;

@@ -10,17 +10,16 @@
 //! load the guest's memory is undefined, so corral stops QEMU and says so.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use corral_types::{DiskFormat, RunState, VmName, VmSpec};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use super::state::{clear_runtime, observe, uuid_of};
 use super::Engine;
 use crate::error::EngineError;
 use crate::paths::VmPaths;
-use crate::process::{find_binary, wait_gone};
+use crate::process::wait_gone;
 
 /// One internal snapshot, present on every disk of the VM.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -37,27 +36,6 @@ pub struct SnapshotInfo {
     pub disk_allocated: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ImgSnapshot {
-    name: String,
-    #[serde(rename = "vm-state-size")]
-    vm_state_size: u64,
-    #[serde(rename = "date-sec")]
-    date_sec: i64,
-    #[serde(rename = "vm-clock-sec")]
-    vm_clock_sec: i64,
-    #[serde(rename = "vm-clock-nsec")]
-    vm_clock_nsec: i64,
-}
-
-#[derive(Deserialize)]
-struct ImgInfo {
-    #[serde(default)]
-    snapshots: Vec<ImgSnapshot>,
-    #[serde(rename = "actual-size", default)]
-    actual_size: u64,
 }
 
 struct Disk {
@@ -92,36 +70,11 @@ fn disks(spec: &VmSpec, paths: &VmPaths) -> Result<Vec<Disk>, EngineError> {
 }
 
 impl Engine {
-    fn qemu_img(&self, args: &[&str], what: &str) -> Result<Vec<u8>, EngineError> {
-        let bin = find_binary(&self.cfg.qemu.img_binary)?;
-        let out = Command::new(bin)
-            .args(args)
-            .output()
-            .map_err(EngineError::io(&self.cfg.qemu.img_binary))?;
-        if !out.status.success() {
-            return Err(EngineError::Tool {
-                what: what.to_string(),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(out.stdout)
-    }
-
-    fn img_info(&self, path: &std::path::Path) -> Result<ImgInfo, EngineError> {
-        let p = path.display().to_string();
-        // -U: read even while QEMU holds the image (snapshot tables are consistent on disk).
-        let out = self.qemu_img(&["info", "-U", "--output=json", &p], &format!("qemu-img info {p}"))?;
-        serde_json::from_slice(&out).map_err(|e| EngineError::Tool {
-            what: format!("qemu-img info {p}"),
-            message: e.to_string(),
-        })
-    }
-
     /// Snapshots present on every disk, oldest first.
     pub fn snapshot_list(&self, name: &str) -> Result<Vec<SnapshotInfo>, EngineError> {
         let spec = self.get_spec(name)?;
         let disks = disks(&spec, &self.paths(&spec.name))?;
-        let infos: Vec<ImgInfo> = disks.iter().map(|d| self.img_info(&d.path)).collect::<Result<_, _>>()?;
+        let infos: Vec<super::img::ImgInfo> = disks.iter().map(|d| self.img_info(&d.path)).collect::<Result<_, _>>()?;
         let allocated: u64 = infos.iter().map(|i| i.actual_size).sum();
         let mut out: Vec<SnapshotInfo> = infos[0]
             .snapshots
@@ -146,12 +99,12 @@ impl Engine {
         Ok(out)
     }
 
-    fn find_snapshot(&self, spec: &VmSpec, snap: &str) -> Result<SnapshotInfo, EngineError> {
+    pub(crate) fn find_snapshot(&self, spec: &VmSpec, snap: &str) -> Result<SnapshotInfo, EngineError> {
         self.snapshot_list(spec.name.as_str())?
             .into_iter()
             .find(|s| s.name == snap)
             .ok_or_else(|| {
-                EngineError::op(
+                EngineError::invalid(
                     spec.name.as_str(),
                     "snapshot",
                     format!(
@@ -170,13 +123,13 @@ impl Engine {
         description: Option<&str>,
         no_memory: bool,
     ) -> Result<SnapshotInfo, EngineError> {
-        VmName::new(snap).map_err(|e| EngineError::op(name, "snapshot", format!("bad snapshot name: {e}")))?;
+        VmName::new(snap).map_err(|e| EngineError::invalid(name, "snapshot", format!("bad snapshot name: {e}")))?;
         let spec = self.get_spec(name)?;
         let _lock = self.lock(&spec.name, "snapshot")?;
         let paths = self.paths(&spec.name);
         let disks = disks(&spec, &paths)?;
         if self.snapshot_list(name)?.iter().any(|s| s.name == snap) {
-            return Err(EngineError::op(
+            return Err(EngineError::invalid(
                 name,
                 "snapshot",
                 format!("a snapshot named {snap:?} already exists; delete it first or pick another name"),
@@ -199,9 +152,14 @@ impl Engine {
                         .map_err(EngineError::qmp(name))?;
                 } else {
                     let args = json!({"tag": snap, "vmstate": nodes[0], "devices": nodes});
-                    qmp.run_job("snapshot-save", args, &format!("corral-snap-{snap}"), None)
+                    let job = self.job_begin(name, "snapshot", snap)?;
+                    let progress = |done: u64, total: u64| job.progress(done, total);
+                    let r = qmp
+                        .run_job("snapshot-save", args, &format!("corral-snap-{snap}"), Some(&progress))
                         .await
-                        .map_err(|e| EngineError::op(name, "snapshot", e.to_string()))?;
+                        .map_err(|e| EngineError::op(name, "snapshot", e.to_string()));
+                    job.finish(&r, Some(format!("took snapshot {snap} with memory")));
+                    r?;
                 }
             }
             RunState::Stopped | RunState::Crashed => {
@@ -243,10 +201,18 @@ impl Engine {
                 let qmp = self.monitor(&spec, &paths).await?;
                 let nodes: Vec<&str> = disks.iter().map(|d| d.node.as_str()).collect();
                 let args = json!({"tag": snap, "vmstate": nodes[0], "devices": nodes});
-                match qmp
-                    .run_job("snapshot-load", args, &format!("corral-load-{snap}"), None)
-                    .await
-                {
+                let job = self.job_begin(name, "revert", snap)?;
+                let progress = |done: u64, total: u64| job.progress(done, total);
+                let loaded = qmp
+                    .run_job("snapshot-load", args, &format!("corral-load-{snap}"), Some(&progress))
+                    .await;
+                job.finish(
+                    &loaded
+                        .as_ref()
+                        .map_err(|e| EngineError::op(name, "revert", e.to_string())),
+                    Some(format!("reverted to {snap}")),
+                );
+                match loaded {
                     Ok(()) => {
                         // snapshot-load leaves the VM paused in restore-vm; resume what ran.
                         if o.state == RunState::Running {
