@@ -72,6 +72,10 @@ impl Env {
         Env { dir, config }
     }
 
+    /// The test's private temporary directory (config, data and run dirs live in it).
+    pub fn dir_path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -324,4 +328,44 @@ pub fn tree_digest(dir: &Path) -> Vec<(String, u64, u64)> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// Content hash of a file (FNV-1a; enough to see any change).
+pub fn file_hash(p: &Path) -> u64 {
+    std::fs::read(p).unwrap().iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Runs qemu-io on an image (the VM must not be running).
+pub fn qemu_io(img: &Path, cmd: &str) -> String {
+    let out = Command::new("qemu-io").arg("-c").arg(cmd).arg(img).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !text.contains("failed"),
+        "qemu-io {cmd}: {text}"
+    );
+    text
+}
+
+/// Whether `len` bytes at `off` of the image (through its whole chain) all equal `byte`.
+pub fn pattern_at(img: &Path, off: u64, len: u64, byte: u8) -> bool {
+    let out = Command::new("qemu-io")
+        .args(["-r", "-U", "-c", &format!("read -P {byte} {off} {len}")])
+        .arg(img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    out.status.success() && !text.contains("Pattern verification failed")
+}
+
+/// The disk chain of a VM's first disk, active layer first (`disk info`).
+pub fn layers(env: &Env, vm: &str) -> Vec<PathBuf> {
+    let info = env.json(&["disk", "info", vm]);
+    info[0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| PathBuf::from(l["path"].as_str().unwrap()))
+        .collect()
 }

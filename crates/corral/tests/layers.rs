@@ -1,0 +1,233 @@
+//! External overlays, live and offline commit, the consolidation policy, and the VM lock for
+//! disk-layer operations, with real QEMU, qemu-img and the test guest.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{file_hash, layers, pattern_at, qemu_io, tree_digest, wait_for, Env};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Writes `text` at 512-byte sector `sector` of the guest's disk, bypassing the page cache.
+fn write_at(con: &mut common::Console, sector: u32, text: &str) {
+    con.ok(&format!(
+        "printf '%-32s' {text} | dd of=/dev/vda bs=512 seek={sector} count=1 conv=sync,notrunc oflag=direct 2>/dev/null; sync"
+    ));
+}
+
+fn read_at(con: &mut common::Console, sector: u32) -> String {
+    con.ok(&format!(
+        "dd if=/dev/vda bs=512 skip={sector} count=1 iflag=direct 2>/dev/null | head -c 32"
+    ))
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn live_overlay_and_commit_keep_the_guest_running() {
+    let env = Env::new();
+    // noacpid: `vm stop` then waits out its timeout, which gives the lock test a slow holder.
+    env.boot_guest("lc", "corral.noacpid");
+    let mut con = env.console("lc");
+    write_at(&mut con, 0, "BASE-1");
+    let base = layers(&env, "lc")[0].clone();
+
+    let made = env.json(&["disk", "overlay", "lc"]);
+    assert_eq!(made[0]["layers"].as_array().unwrap().len(), 2, "{made}");
+    let chain = layers(&env, "lc");
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[1], base);
+    assert_eq!(mode(&base), 0o444, "the backing file is read-only");
+    let base_hash = file_hash(&base);
+
+    // Writes now land in the overlay, not in the base.
+    write_at(&mut con, 100, "OVERLAY-2");
+    assert_eq!(file_hash(&base), base_hash, "the base took no writes");
+    assert!(std::fs::metadata(&chain[0]).unwrap().len() > 0);
+
+    let report = env.json(&["disk", "commit", "lc"]);
+    assert_eq!(report[0]["live"], true, "{report}");
+    assert_eq!(env.state("lc"), "running", "the guest kept running");
+    assert_eq!(layers(&env, "lc"), vec![base.clone()], "chain is back to one image");
+    assert!(!chain[0].exists(), "the merged overlay was removed");
+    assert_eq!(mode(&base), 0o600, "the base is writable again");
+    // The guest still sees both, and the base file itself now holds the overlay's data.
+    assert_eq!(read_at(&mut con, 0), "BASE-1");
+    assert_eq!(read_at(&mut con, 100), "OVERLAY-2");
+    let raw = env.dir_path().join("raw.img");
+    let out = Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(&base)
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bytes = std::fs::read(&raw).unwrap();
+    assert!(
+        bytes[100 * 512..].starts_with(b"OVERLAY-2"),
+        "committed data is in the base"
+    );
+    // The guest keeps writing to the merged image.
+    write_at(&mut con, 200, "AFTER-3");
+    assert_eq!(read_at(&mut con, 200), "AFTER-3");
+
+    // Bad input changes nothing.
+    let before = tree_digest(&env.data_dir());
+    let out = env.run(&["disk", "commit", "lc"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("none of its disks has an overlay"), "{err}");
+    let err = env.fails(&["disk", "commit", "lc", "disk0"]);
+    assert!(err.contains("disk disk0 has no overlay to merge"), "{err}");
+    let err = env.fails(&["disk", "commit", "lc", "nosuch"]);
+    assert!(
+        err.contains("no disk named \"nosuch\"") && err.contains("disk0"),
+        "{err}"
+    );
+    let err = env.fails(&["disk", "overlay", "lc", "nosuch"]);
+    assert!(err.contains("no disk named"), "{err}");
+    assert_eq!(tree_digest(&env.data_dir()), before);
+
+    // Snapshot, commit, overlay and clone all take the VM lock: a slow stop holds it.
+    let mut slow = env
+        .cmd()
+        .args(["vm", "stop", "lc", "--timeout", "30s"])
+        .spawn()
+        .unwrap();
+    let lockfile = env.run_dir().join("locks/lc.lock");
+    wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&lockfile)
+            .map(|t| t.contains("stop"))
+            .unwrap_or(false)
+    })
+    .unwrap();
+    let busy = format!("VM lc is busy: stop by pid {}", slow.id());
+    for args in [
+        &["snapshot", "create", "lc", "s1"][..],
+        &["snapshot", "delete", "lc", "s1"],
+        &["disk", "overlay", "lc"],
+        &["disk", "commit", "lc"],
+        &["vm", "clone", "lc", "lc2", "--linked"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&busy), "{args:?}: {err}");
+    }
+    let _ = kill(Pid::from_raw(slow.id() as i32), Signal::SIGKILL);
+    let _ = slow.wait();
+    drop(con);
+    env.ok(&["vm", "kill", "lc"]);
+
+    // Offline: qemu-img commit, and a merge that would lose internal snapshots is refused.
+    env.ok(&["disk", "overlay", "lc"]);
+    let chain = layers(&env, "lc");
+    qemu_io(&chain[0], "write -P 0x5a 1M 64k");
+    env.ok(&["snapshot", "create", "lc", "keep"]);
+    let before = tree_digest(&env.data_dir());
+    let err = env.fails(&["disk", "commit", "lc"]);
+    assert!(err.contains("internal snapshot"), "{err}");
+    assert_eq!(tree_digest(&env.data_dir()), before);
+    env.ok(&["snapshot", "delete", "lc", "keep"]);
+    let report = env.json(&["disk", "commit", "lc"]);
+    assert_eq!(report[0]["live"], false, "{report}");
+    assert_eq!(layers(&env, "lc"), vec![base.clone()]);
+    assert!(pattern_at(&base, 1 << 20, 65536, 0x5a), "offline commit wrote the base");
+    assert!(!pattern_at(&base, 1 << 20, 65536, 0x00));
+
+    // The commit ran as a job that anyone can read afterwards.
+    let jobs = env.json(&["job", "list", "--vm", "lc"]);
+    let commits: Vec<_> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "commit")
+        .collect();
+    assert_eq!(commits.len(), 2, "{jobs}");
+    assert!(commits.iter().all(|j| j["state"] == "succeeded"), "{jobs}");
+}
+
+/// Makes a stopped VM whose single disk holds `base` bytes of 0x11 data.
+fn vm_with_data(env: &Env, name: &str, base: &str) -> PathBuf {
+    env.create_guest(name, "");
+    let disk = layers(env, name)[0].clone();
+    qemu_io(&disk, &format!("write -P 0x11 0 {base}"));
+    disk
+}
+
+#[test]
+fn consolidate_merges_exactly_the_overlays_over_a_limit() {
+    // Absolute limit only (the ratio limit is set out of reach).
+    let env = Env::with_config("[disk]\nconsolidate_above = \"1M\"\nconsolidate_ratio = \"100000%\"\n");
+    vm_with_data(&env, "big", "4M");
+    vm_with_data(&env, "small", "4M");
+    vm_with_data(&env, "flat", "4M");
+    for vm in ["big", "small"] {
+        env.ok(&["disk", "overlay", vm]);
+    }
+    qemu_io(&layers(&env, "big")[0], "write -P 0x22 0 2M");
+    qemu_io(&layers(&env, "small")[0], "write -P 0x22 0 64k");
+
+    let info = env.json(&["disk", "info", "big"]);
+    assert!(
+        info[0]["over_limit"].as_str().unwrap().contains("consolidate_above"),
+        "{info}"
+    );
+    let info = env.json(&["disk", "info", "small"]);
+    assert!(info[0]["over_limit"].is_null(), "{info}");
+    let table = env.ok(&["disk", "info", "big"]);
+    assert!(table.contains("over the consolidation policy"), "{table}");
+
+    let items = env.json(&["disk", "consolidate", "--all"]);
+    let action = |vm: &str| {
+        items.as_array().unwrap().iter().find(|i| i["vm"] == vm).unwrap()["action"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(action("big"), "merged", "{items}");
+    assert_eq!(action("small"), "within-limits", "{items}");
+    assert_eq!(action("flat"), "within-limits", "{items}");
+    assert_eq!(layers(&env, "big").len(), 1);
+    assert_eq!(layers(&env, "small").len(), 2);
+    assert_eq!(layers(&env, "flat").len(), 1);
+    let big = layers(&env, "big")[0].clone();
+    assert!(pattern_at(&big, 0, 2 << 20, 0x22) && pattern_at(&big, 2 << 20, 2 << 20, 0x11));
+
+    // Ratio limit only: 2M on 4M is 50%, 64k is ~2%.
+    let env = Env::with_config("[disk]\nconsolidate_above = \"1T\"\nconsolidate_ratio = \"25%\"\n");
+    vm_with_data(&env, "big", "4M");
+    vm_with_data(&env, "small", "4M");
+    for vm in ["big", "small"] {
+        env.ok(&["disk", "overlay", vm]);
+    }
+    qemu_io(&layers(&env, "big")[0], "write -P 0x22 0 2M");
+    qemu_io(&layers(&env, "small")[0], "write -P 0x22 0 64k");
+    let items = env.json(&["disk", "consolidate", "small"]);
+    assert_eq!(items[0]["action"], "within-limits", "{items}");
+    let items = env.json(&["disk", "consolidate", "big"]);
+    assert_eq!(items[0]["action"], "merged", "{items}");
+    assert!(
+        items[0]["reason"].as_str().unwrap().contains("consolidate_ratio"),
+        "{items}"
+    );
+    assert_eq!(layers(&env, "big").len(), 1);
+    assert_eq!(layers(&env, "small").len(), 2);
+
+    // Bad input: no VM and no --all; an unknown VM; a bad policy value in the config.
+    let out = env.run(&["disk", "consolidate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = env.fails(&["disk", "consolidate", "nosuch"]);
+    assert!(err.contains("no VM named nosuch"), "{err}");
+    let bad = Env::with_config("[disk]\nconsolidate_ratio = \"lots\"\n");
+    let err = bad.fails(&["disk", "consolidate", "--all"]);
+    assert!(err.contains("not a percentage") && err.contains("line"), "{err}");
+}
