@@ -4,7 +4,9 @@
 
 mod console;
 pub mod define;
+pub mod diskmgmt;
 mod host;
+mod hotplug;
 pub mod jobs;
 mod lifecycle;
 pub mod save;
@@ -16,6 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use corral_types::{VmName, VmSpec};
 
 pub use define::{CreateOptions, DeleteReport};
+pub use diskmgmt::{CdromReport, DiskAddOptions, DiskRemoval, DiskReport};
 pub use host::HostReport;
 pub use lifecycle::StartInfo;
 
