@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use corral_types::{Accel, ByteSize, DisplayMode, HumanDuration, NetworkMode};
+use corral_types::{Accel, ByteSize, DiskBus, DiskRole, DisplayMode, HumanDuration, NetworkMode};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,6 +37,9 @@ pub enum Command {
     /// Internal snapshots: take one, go back to it, list, delete.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// A VM's disks: add, grow, remove (live on a running VM).
+    #[command(subcommand)]
+    Disk(DiskCmd),
     /// Host-wide actions for boot and shutdown.
     #[command(subcommand)]
     Host(HostCmd),
@@ -77,6 +80,51 @@ pub enum SnapshotCmd {
         vm: String,
         /// The snapshot's name.
         name: String,
+    },
+}
+
+/// `corral disk …`. Each variant is one engine operation (see `disk.rs`).
+#[derive(Subcommand, Debug)]
+pub enum DiskCmd {
+    /// Create a new qcow2 disk in the VM's directory and attach it (hot-plugged into a running VM).
+    Add {
+        /// The VM's name.
+        vm: String,
+        /// The disk's size, e.g. 10G.
+        #[arg(long, value_name = "SIZE")]
+        size: ByteSize,
+        /// data (default) or system.
+        #[arg(long)]
+        role: Option<DiskRole>,
+        /// The disk's name (default: the first free diskN); it is also the QEMU device id.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// virtio (default), scsi or sata (sata only on a stopped VM).
+        #[arg(long)]
+        bus: Option<DiskBus>,
+    },
+    /// Grow a disk (live on a running VM); shrinking is refused.
+    Resize {
+        /// The VM's name.
+        vm: String,
+        /// The disk's name (`corral vm show VM` lists them).
+        disk: String,
+        /// The new size, e.g. 20G.
+        size: ByteSize,
+    },
+    /// Detach a disk (unplugged live from a running VM) and delete its image if corral made it.
+    #[command(alias = "rm")]
+    Remove {
+        /// The VM's name.
+        vm: String,
+        /// The disk's name.
+        disk: String,
+        /// Keep the image file.
+        #[arg(long)]
+        keep_file: bool,
+        /// How long a running guest gets to release the disk (default 30s).
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<HumanDuration>,
     },
 }
 
@@ -158,6 +206,17 @@ pub enum VmCmd {
         #[arg(long)]
         keep_disks: bool,
     },
+    /// Put an ISO into the VM's CD-ROM drive, or empty it (live on a running VM with a drive).
+    Cdrom {
+        /// The VM's name.
+        name: String,
+        /// The ISO to insert.
+        #[arg(required_unless_present = "eject", conflicts_with = "eject")]
+        iso: Option<PathBuf>,
+        /// Empty the drive instead.
+        #[arg(long)]
+        eject: bool,
+    },
     /// Follow a VM's serial console log (Ctrl-C to leave).
     Console {
         /// The VM\'s name.
@@ -234,6 +293,35 @@ pub enum HostCmd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_and_cdrom_grammar() {
+        let cli = Cli::try_parse_from([
+            "corral", "disk", "add", "web1", "--size", "10G", "--bus", "scsi", "--role", "system", "--name", "db",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Disk(DiskCmd::Add {
+                size, bus, role, name, ..
+            }) => {
+                assert_eq!(size, ByteSize(10 << 30));
+                assert_eq!((bus, role), (Some(DiskBus::Scsi), Some(DiskRole::System)));
+                assert_eq!(name.as_deref(), Some("db"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["corral", "disk", "add", "web1"]).is_err(),
+            "--size is required"
+        );
+        assert!(Cli::try_parse_from(["corral", "disk", "resize", "web1", "d", "10Q"]).is_err());
+        assert!(Cli::try_parse_from(["corral", "vm", "cdrom", "web1", "--eject"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["corral", "vm", "cdrom", "web1"]).is_err(),
+            "ISO or --eject"
+        );
+        assert!(Cli::try_parse_from(["corral", "vm", "cdrom", "web1", "a.iso", "--eject"]).is_err());
+    }
 
     /// The systemd unit runs corral commands: they must stay valid as the CLI evolves.
     #[test]

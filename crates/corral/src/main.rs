@@ -2,6 +2,7 @@
 //! its result; all VM logic lives in `corral-engine`.
 
 mod cli;
+mod disk;
 mod output;
 mod snapshot;
 mod vm;
@@ -42,6 +43,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Vm(cmd) => vm::run(&engine, cmd, cli.json).await,
         Command::Snapshot(cmd) => snapshot::run(&engine, cmd, cli.json).await,
+        Command::Disk(cmd) => disk::run(&engine, cmd, cli.json).await,
         Command::Host(HostCmd::StopAll { save, timeout }) => {
             let report = engine.stop_all(save, timeout.map(|t| t.0)).await?;
             vm::print_host_report(&report, cli.json, if save { "saved or stopped" } else { "stopped" })
