@@ -76,6 +76,12 @@ pub enum EngineError {
     },
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout { what: String, seconds: u64 },
+    /// A request that cannot be carried out as given (the message says why and what to do);
+    /// nothing was changed.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("VM {vm} has no disk named {disk:?}; its disks: {known}")]
+    NoSuchDisk { vm: String, disk: String, known: String },
 }
 
 impl EngineError {
@@ -136,6 +142,8 @@ impl EngineError {
             EngineError::Db { .. } => "db",
             EngineError::Io { .. } => "io",
             EngineError::Timeout { .. } => "timeout",
+            EngineError::BadRequest(_) => "invalid",
+            EngineError::NoSuchDisk { .. } => "not-found",
         }
     }
 }

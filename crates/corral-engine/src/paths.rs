@@ -37,6 +37,11 @@ impl VmPaths {
     pub fn qga_sock(&self) -> PathBuf {
         self.run.join("qga.sock")
     }
+    /// Live device changes (hot-plug, CD-ROM eject) of the running QEMU, one "pid what" a
+    /// line; while it has any, the VM cannot be saved (see `engine/diskmgmt.rs`).
+    pub fn layout_changes(&self) -> PathBuf {
+        self.run.join("layout-changes")
+    }
     pub fn pidfile(&self) -> PathBuf {
         self.run.join("qemu.pid")
     }

@@ -15,6 +15,17 @@ use crate::paths::VmPaths;
 /// descriptor instead of an `exec:` URI.
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
+/// Spare PCIe root ports (`hp0`, `hp1`, …) every q35 VM gets for devices hot-plugged while it
+/// runs (`corral disk add`): q35's root bus `pcie.0` cannot hot-plug, only a root port can
+/// take one device each. They come last on the command line, so the PCI addresses of all
+/// other devices stay what they were without them. `pc` needs none: its `pci.0` hot-plugs.
+pub const HOTPLUG_PORTS: usize = 4;
+
+/// The device id of spare root port `i`.
+pub fn hotplug_port(i: usize) -> String {
+    format!("hp{i}")
+}
+
 /// Host-side facts the argv depends on, all resolved before the call.
 #[derive(Debug, Clone)]
 pub struct LaunchPlan<'a> {
@@ -211,6 +222,16 @@ pub fn qemu_argv(spec: &VmSpec, plan: &LaunchPlan<'_>) -> Vec<String> {
             push(&["-device", "VGA,id=video0"]);
         }
         DisplayMode::None => {}
+    }
+
+    if spec.machine == Machine::Q35 {
+        for i in 0..HOTPLUG_PORTS {
+            // Each root port needs its own chassis number (chassis/slot pairs are unique).
+            push(&[
+                "-device",
+                &format!("pcie-root-port,id={},chassis={}", hotplug_port(i), i + 1),
+            ]);
+        }
     }
 
     if plan.incoming {

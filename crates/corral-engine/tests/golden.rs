@@ -97,3 +97,35 @@ fn every_vm_is_sandboxed_and_detachable() {
         assert!(argv.contains("-pidfile\n"), "{name}");
     }
 }
+
+/// q35 cannot hot-plug on its root bus, so every q35 VM gets spare root ports for
+/// `corral disk add` on a running VM; they come last so that no other device's PCI address
+/// moves. `pc` hot-plugs on `pci.0` and gets none.
+#[test]
+fn q35_gets_spare_hotplug_ports_last() {
+    use corral_engine::qemu_args::{hotplug_port, HOTPLUG_PORTS};
+    for name in ["kernel-tcg", "disks-kvm-vnc", "cdrom-once"] {
+        let argv: Vec<String> = render(name).lines().map(str::to_string).collect();
+        let ports: Vec<usize> = (0..argv.len())
+            .filter(|&i| argv[i].starts_with("pcie-root-port,"))
+            .collect();
+        assert_eq!(ports.len(), HOTPLUG_PORTS, "{name}");
+        for (n, &i) in ports.iter().enumerate() {
+            assert_eq!(argv[i - 1], "-device", "{name}");
+            assert!(
+                argv[i].contains(&format!("id={},", hotplug_port(n))),
+                "{name}: {}",
+                argv[i]
+            );
+        }
+        let last_other_device = (0..argv.len())
+            .filter(|&i| argv[i] == "-device" && !argv[i + 1].starts_with("pcie-root-port,"))
+            .max()
+            .unwrap();
+        assert!(
+            last_other_device < ports[0],
+            "{name}: spare ports must come after every other device"
+        );
+    }
+    assert!(!render("resume-pc").contains("pcie-root-port"));
+}

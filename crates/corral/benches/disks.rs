@@ -79,7 +79,9 @@ fn snapshot_running() {
         let name = format!("s{i}");
         create.push(timed(&env, &["snapshot", "create", "big", &name]));
         let list = env.json(&["snapshot", "list", "big"]);
-        state = list.as_array().unwrap().last().unwrap()["vm_state_size"].as_u64().unwrap();
+        state = list.as_array().unwrap().last().unwrap()["vm_state_size"]
+            .as_u64()
+            .unwrap();
         revert.push(timed(&env, &["snapshot", "revert", "big", &name]));
     }
     println!("running 512M guest, 256M filled: vm state {} MiB", state >> 20);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use corral_types::{Accel, ByteSize, DisplayMode, HumanDuration, NetworkMode};
+use corral_types::{Accel, ByteSize, DiskBus, DiskRole, DisplayMode, HumanDuration, NetworkMode};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,7 +37,7 @@ pub enum Command {
     /// Internal snapshots: take one, go back to it, list, delete.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
-    /// Disk layers: overlays, merging them back, consolidation, chain info.
+    /// A VM's disks: add, grow, remove (live on a running VM); overlays, merges, chain info.
     #[command(subcommand)]
     Disk(DiskCmd),
     /// Base images that linked clones stand on.
@@ -49,38 +49,6 @@ pub enum Command {
     /// Host-wide actions for boot and shutdown.
     #[command(subcommand)]
     Host(HostCmd),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum DiskCmd {
-    /// Show each disk's backing chain: allocated size per layer, overlay ratio, policy verdict.
-    Info {
-        /// The VM's name.
-        vm: String,
-    },
-    /// Put a new qcow2 overlay on a disk (all disks without DISK); the layer below becomes read-only.
-    Overlay {
-        /// The VM's name.
-        vm: String,
-        /// One disk by name (default: every disk, at the same instant).
-        disk: Option<String>,
-    },
-    /// Merge a disk's top overlay back into the layer below (live with block-commit, or qemu-img commit).
-    Commit {
-        /// The VM's name.
-        vm: String,
-        /// One disk by name (default: every disk that has an overlay).
-        disk: Option<String>,
-    },
-    /// Merge every overlay above disk.consolidate_above or disk.consolidate_ratio.
-    Consolidate {
-        /// The VM's name.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        vm: Option<String>,
-        /// Every VM.
-        #[arg(long)]
-        all: bool,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,6 +109,79 @@ pub enum SnapshotCmd {
         vm: String,
         /// The snapshot's name.
         name: String,
+    },
+}
+
+/// `corral disk …`. Each variant is one engine operation (see `disk.rs`).
+#[derive(Subcommand, Debug)]
+pub enum DiskCmd {
+    /// Create a new qcow2 disk in the VM's directory and attach it (hot-plugged into a running VM).
+    Add {
+        /// The VM's name.
+        vm: String,
+        /// The disk's size, e.g. 10G.
+        #[arg(long, value_name = "SIZE")]
+        size: ByteSize,
+        /// data (default) or system.
+        #[arg(long)]
+        role: Option<DiskRole>,
+        /// The disk's name (default: the first free diskN); it is also the QEMU device id.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// virtio (default), scsi or sata (sata only on a stopped VM).
+        #[arg(long)]
+        bus: Option<DiskBus>,
+    },
+    /// Grow a disk (live on a running VM); shrinking is refused.
+    Resize {
+        /// The VM's name.
+        vm: String,
+        /// The disk's name (`corral vm show VM` lists them).
+        disk: String,
+        /// The new size, e.g. 20G.
+        size: ByteSize,
+    },
+    /// Detach a disk (unplugged live from a running VM) and delete its image if corral made it.
+    #[command(alias = "rm")]
+    Remove {
+        /// The VM's name.
+        vm: String,
+        /// The disk's name.
+        disk: String,
+        /// Keep the image file.
+        #[arg(long)]
+        keep_file: bool,
+        /// How long a running guest gets to release the disk (default 30s).
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<HumanDuration>,
+    },
+    /// Show each disk's backing chain: allocated size per layer, overlay ratio, policy verdict.
+    Info {
+        /// The VM's name.
+        vm: String,
+    },
+    /// Put a new qcow2 overlay on a disk (all disks without DISK); the layer below becomes read-only.
+    Overlay {
+        /// The VM's name.
+        vm: String,
+        /// One disk by name (default: every disk, at the same instant).
+        disk: Option<String>,
+    },
+    /// Merge a disk's top overlay back into the layer below (live with block-commit, or qemu-img commit).
+    Commit {
+        /// The VM's name.
+        vm: String,
+        /// One disk by name (default: every disk that has an overlay).
+        disk: Option<String>,
+    },
+    /// Merge every overlay above disk.consolidate_above or disk.consolidate_ratio.
+    Consolidate {
+        /// The VM's name.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        vm: Option<String>,
+        /// Every VM.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -238,6 +279,17 @@ pub enum VmCmd {
         #[arg(long, value_name = "SNAPSHOT")]
         from_snapshot: Option<String>,
     },
+    /// Put an ISO into the VM's CD-ROM drive, or empty it (live on a running VM with a drive).
+    Cdrom {
+        /// The VM's name.
+        name: String,
+        /// The ISO to insert.
+        #[arg(required_unless_present = "eject", conflicts_with = "eject")]
+        iso: Option<PathBuf>,
+        /// Empty the drive instead.
+        #[arg(long)]
+        eject: bool,
+    },
     /// Follow a VM's serial console log (Ctrl-C to leave).
     Console {
         /// The VM's name.
@@ -313,6 +365,35 @@ pub enum HostCmd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_and_cdrom_grammar() {
+        let cli = Cli::try_parse_from([
+            "corral", "disk", "add", "web1", "--size", "10G", "--bus", "scsi", "--role", "system", "--name", "db",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Disk(DiskCmd::Add {
+                size, bus, role, name, ..
+            }) => {
+                assert_eq!(size, ByteSize(10 << 30));
+                assert_eq!((bus, role), (Some(DiskBus::Scsi), Some(DiskRole::System)));
+                assert_eq!(name.as_deref(), Some("db"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["corral", "disk", "add", "web1"]).is_err(),
+            "--size is required"
+        );
+        assert!(Cli::try_parse_from(["corral", "disk", "resize", "web1", "d", "10Q"]).is_err());
+        assert!(Cli::try_parse_from(["corral", "vm", "cdrom", "web1", "--eject"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["corral", "vm", "cdrom", "web1"]).is_err(),
+            "ISO or --eject"
+        );
+        assert!(Cli::try_parse_from(["corral", "vm", "cdrom", "web1", "a.iso", "--eject"]).is_err());
+    }
 
     /// The systemd unit runs corral commands: they must stay valid as the CLI evolves.
     #[test]

@@ -1,202 +1,103 @@
-//! `corral disk …`, `corral image …` and `corral job …`.
+//! `corral disk …` and `corral vm cdrom`: dispatch and output. Each command is one engine
+//! call (`corral_engine::engine::diskmgmt`).
 
+use std::path::Path;
+
+use corral_engine::engine::DiskAddOptions;
 use corral_engine::Engine;
-use corral_types::{ByteSize, DiskChain, JobInfo};
+use corral_types::ByteSize;
 
-use crate::cli::{DiskCmd, ImageCmd, JobCmd};
-use crate::{output, progress};
+use crate::cli::DiskCmd;
+use crate::output;
 
-fn size(b: u64) -> String {
-    ByteSize(b).approx()
-}
-
-fn print_chains(vm: &str, chains: &[DiskChain]) {
-    for c in chains {
-        let ratio = c
-            .overlay_ratio
-            .map(|r| format!(", overlay {r:.1}% of the layers below"))
-            .unwrap_or_default();
-        println!(
-            "{vm} {} ({} virtual, {} layer{}{ratio})",
-            c.disk,
-            size(c.virtual_size),
-            c.layers.len(),
-            if c.layers.len() == 1 { "" } else { "s" }
-        );
-        let rows: Vec<Vec<String>> = c
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let mut what = vec![];
-                if i == 0 {
-                    what.push("active".to_string());
-                }
-                if l.base {
-                    what.push("base".into());
-                }
-                if !l.used_by.is_empty() {
-                    what.push(format!("used by {}", l.used_by.join(", ")));
-                }
-                if l.snapshots > 0 {
-                    what.push(format!("{} snapshot(s)", l.snapshots));
-                }
-                vec![
-                    format!("  {}{}", "  ".repeat(i.min(8)), l.path.display()),
-                    l.format.clone(),
-                    size(l.allocated),
-                    what.join(", "),
-                ]
-            })
-            .collect();
-        output::table(&["  LAYER", "FORMAT", "ALLOCATED", ""], &rows);
-        if let Some(why) = &c.over_limit {
-            let hint = if c.committable {
-                format!(
-                    "`corral disk consolidate {vm}` or `corral disk commit {vm} {}` merges it",
-                    c.disk
-                )
-            } else {
-                "it cannot be merged (its base is shared by linked clones)".to_string()
-            };
-            println!("  ! over the consolidation policy: {why}; {hint}");
-        }
+fn how(live: bool) -> &'static str {
+    if live {
+        "live; the guest sees it now"
+    } else {
+        "takes effect at the next start"
     }
 }
 
 pub async fn run(engine: &Engine, cmd: DiskCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
-        DiskCmd::Info { vm } => {
-            let chains = engine.disk_info(&vm)?;
+        DiskCmd::Add {
+            vm,
+            size,
+            role,
+            name,
+            bus,
+        } => {
+            let r = engine.disk_add(&vm, DiskAddOptions { name, size, role, bus }).await?;
             if json {
-                output::json(&chains);
+                output::json(&r);
             } else {
-                print_chains(&vm, &chains);
+                println!(
+                    "added {} disk {} ({}, {}) to {vm} at {} ({})",
+                    r.role,
+                    r.disk,
+                    ByteSize(r.size).approx(),
+                    r.bus,
+                    r.path.display(),
+                    how(r.live)
+                );
             }
         }
-        DiskCmd::Overlay { vm, disk } => {
-            let chains = engine.disk_overlay(&vm, disk.as_deref()).await?;
+        DiskCmd::Resize { vm, disk, size } => {
+            let r = engine.disk_resize(&vm, &disk, size).await?;
             if json {
-                output::json(&chains);
+                output::json(&r);
+            } else if r.previous_size == Some(r.size) {
+                println!(
+                    "disk {disk} of {vm} is already {}; nothing to do",
+                    ByteSize(r.size).approx()
+                );
             } else {
-                for c in &chains {
-                    println!(
-                        "{vm} {}: new overlay {} on {} (now read-only)",
-                        c.disk,
-                        c.layers[0].path.display(),
-                        c.layers[1].path.display()
-                    );
+                println!(
+                    "grew disk {disk} of {vm} from {} to {} ({}); grow the partition and file system in the guest to use it",
+                    ByteSize(r.previous_size.unwrap_or_default()).approx(),
+                    ByteSize(r.size).approx(),
+                    if r.live { "live" } else { "image resized" }
+                );
+            }
+        }
+        DiskCmd::Remove {
+            vm,
+            disk,
+            keep_file,
+            timeout,
+        } => {
+            let r = engine.disk_remove(&vm, &disk, keep_file, timeout.map(|t| t.0)).await?;
+            if json {
+                output::json(&r);
+            } else {
+                let from = if r.live {
+                    " (unplugged from the running guest)"
+                } else {
+                    ""
+                };
+                println!("removed disk {disk} from {vm}{from}");
+                match &r.kept_because {
+                    None => println!("deleted {}", r.path.display()),
+                    Some(why) => println!("kept {}: {why}", r.path.display()),
                 }
             }
         }
-        DiskCmd::Commit { vm, disk } => {
-            let reports = progress::with_progress(engine, json, engine.disk_commit(&vm, disk.as_deref())).await?;
-            if json {
-                output::json(&reports);
-            } else {
-                for r in &reports {
-                    println!(
-                        "{vm} {}: merged {} ({}) into {}{} in {} ms",
-                        r.disk,
-                        r.overlay.display(),
-                        size(r.merged_bytes),
-                        r.into.display(),
-                        if r.live { " while running" } else { "" },
-                        r.millis
-                    );
-                }
-            }
-        }
-        DiskCmd::Consolidate { vm, all: _ } => {
-            let items = progress::with_progress(engine, json, engine.disk_consolidate(vm.as_deref())).await?;
-            let failed = items.iter().filter(|i| i.action == "failed").count();
-            if json {
-                output::json(&items);
-            } else {
-                let rows: Vec<Vec<String>> = items
-                    .iter()
-                    .map(|i| {
-                        vec![
-                            i.vm.clone(),
-                            i.disk.clone(),
-                            i.action.clone(),
-                            i.reason.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                output::table(&["VM", "DISK", "ACTION", "WHY"], &rows);
-            }
-            if failed > 0 {
-                anyhow::bail!("{failed} disk(s) could not be consolidated (see above)");
-            }
-        }
+        layers => return crate::layers::run(engine, layers, json).await,
     }
     Ok(())
 }
 
-pub fn image(engine: &Engine, cmd: ImageCmd, json: bool) -> anyhow::Result<()> {
-    match cmd {
-        ImageCmd::List => {
-            let list = engine.image_list()?;
-            if json {
-                output::json(&list);
-            } else if list.is_empty() {
-                println!("no base images; `corral vm clone SRC NEW --linked` makes one");
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|i| {
-                        vec![
-                            i.path.display().to_string(),
-                            i.owner.clone(),
-                            i.snapshot.clone().unwrap_or_else(|| "-".into()),
-                            size(i.allocated),
-                            i.clones.to_string(),
-                            i.used_by.join(", "),
-                        ]
-                    })
-                    .collect();
-                output::table(&["IMAGE", "OWNER", "SNAPSHOT", "ALLOCATED", "CLONES", "USED BY"], &rows);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn job_row(j: &JobInfo) -> Vec<String> {
-    let progress = match j.fraction() {
-        Some(f) => format!("{:.0}%", f * 100.0),
-        None => "-".into(),
-    };
-    let took = j
-        .finished_ms
-        .map(|f| format!("{:.1}s", (f - j.started_ms) as f64 / 1000.0))
-        .unwrap_or_else(|| "-".into());
-    vec![
-        j.id.to_string(),
-        j.vm.clone(),
-        j.kind.clone(),
-        j.state.to_string(),
-        progress,
-        took,
-        format!(
-            "{}{}",
-            j.target,
-            j.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
-        ),
-    ]
-}
-
-pub fn job(engine: &Engine, cmd: JobCmd, json: bool) -> anyhow::Result<()> {
-    let list = match cmd {
-        JobCmd::List { vm, limit } => engine.jobs(vm.as_deref(), limit)?,
-        JobCmd::Show { id } => vec![engine.job(id)?],
-    };
+pub async fn cdrom(engine: &Engine, vm: &str, iso: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let r = engine.cdrom(vm, iso).await?;
     if json {
-        output::json(&list);
-    } else {
-        let rows: Vec<Vec<String>> = list.iter().map(job_row).collect();
-        output::table(&["ID", "VM", "KIND", "STATE", "DONE", "TOOK", "WHAT"], &rows);
+        output::json(&r);
+        return Ok(());
+    }
+    let when = if r.live { "" } else { " (at the next start)" };
+    match (&r.cdrom, &r.previous) {
+        (Some(p), _) => println!("{vm}'s CD-ROM drive now holds {}{when}", p.display()),
+        (None, Some(p)) => println!("ejected {} from {vm}{when}", p.display()),
+        (None, None) => println!("{vm}'s CD-ROM drive is empty"),
     }
     Ok(())
 }

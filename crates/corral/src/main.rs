@@ -3,6 +3,7 @@
 
 mod cli;
 mod disk;
+mod layers;
 mod output;
 mod progress;
 mod snapshot;
@@ -45,8 +46,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vm(cmd) => vm::run(&engine, cmd, cli.json).await,
         Command::Snapshot(cmd) => snapshot::run(&engine, cmd, cli.json).await,
         Command::Disk(cmd) => disk::run(&engine, cmd, cli.json).await,
-        Command::Image(cmd) => disk::image(&engine, cmd, cli.json),
-        Command::Job(cmd) => disk::job(&engine, cmd, cli.json),
+        Command::Image(cmd) => layers::image(&engine, cmd, cli.json),
+        Command::Job(cmd) => layers::job(&engine, cmd, cli.json),
         Command::Host(HostCmd::StopAll { save, timeout }) => {
             let report = engine.stop_all(save, timeout.map(|t| t.0)).await?;
             vm::print_host_report(&report, cli.json, if save { "saved or stopped" } else { "stopped" })

@@ -39,6 +39,10 @@ pub async fn run(engine: &Arc<Engine>, cmd: VmCmd, json: bool) -> anyhow::Result
             Ok(())
         }
         VmCmd::Edit { name } => edit(engine, &name, json),
+        VmCmd::Cdrom { name, iso, eject } => {
+            let iso = if eject { None } else { absolute(iso)? };
+            crate::disk::cdrom(engine, &name, iso.as_deref(), json).await
+        }
         VmCmd::List => {
             let list = engine.list().await?;
             if json {

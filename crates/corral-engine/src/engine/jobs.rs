@@ -122,6 +122,8 @@ fn derive(mut j: JobInfo) -> JobInfo {
 
 impl Engine {
     /// Starts a job record for `vm`. The caller holds the VM lock.
+    // No caller yet on this branch (the disk jobs that use it land separately); drop this
+    // allow when they do.
     pub(crate) fn job_begin(&self, vm: &str, kind: &str, target: &str) -> Result<Job<'_>, EngineError> {
         let started_ms = now_ms();
         let pid = std::process::id();

@@ -35,21 +35,7 @@ pub(crate) fn select(spec: &VmSpec, disk: Option<&str>, op: &str) -> Result<Vec<
     }
     match disk {
         None => Ok((0..spec.disks.len()).collect()),
-        Some(n) => match spec.disks.iter().position(|d| d.name == n) {
-            Some(i) => Ok(vec![i]),
-            None => Err(EngineError::invalid(
-                spec.name.as_str(),
-                op,
-                format!(
-                    "it has no disk named {n:?}; its disks are {}",
-                    spec.disks
-                        .iter()
-                        .map(|d| d.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-        },
+        Some(n) => super::diskmgmt::find_disk(spec, n).map(|(i, _)| vec![i]),
     }
 }
 
@@ -77,18 +63,14 @@ fn fresh_node_name() -> String {
 /// The node a device reads from now (its active layer), found by the device id, which is the
 /// disk's name.
 pub(crate) async fn top_node(qmp: &Qmp, vm: &str, disk: &str) -> Result<String, EngineError> {
-    let blocks = qmp.execute("query-block", None).await.map_err(EngineError::qmp(vm))?;
-    let peripheral = format!("/machine/peripheral/{disk}");
-    blocks
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|b| {
-            let q = b["qdev"].as_str().unwrap_or("");
-            q == disk || q == peripheral || q.starts_with(&format!("{peripheral}/"))
-        })
-        .and_then(|b| b["inserted"]["node-name"].as_str().map(str::to_string))
-        .ok_or_else(|| EngineError::op(vm, "disk", format!("QEMU shows no medium for device {disk}")))
+    match super::hotplug::find_block(qmp, vm, disk).await? {
+        Some(Some(inserted)) => Ok(inserted.node_name),
+        _ => Err(EngineError::op(
+            vm,
+            "disk",
+            format!("QEMU shows no medium for device {disk}"),
+        )),
+    }
 }
 
 /// The format node that has `path` open.

@@ -5,7 +5,9 @@
 mod clone;
 mod console;
 pub mod define;
+pub mod diskmgmt;
 mod host;
+mod hotplug;
 mod img;
 pub mod jobs;
 pub mod layers;
@@ -19,6 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 use corral_types::{VmName, VmSpec};
 
 pub use define::{CreateOptions, DeleteReport};
+pub use diskmgmt::{CdromReport, DiskAddOptions, DiskRemoval, DiskReport};
 pub use host::HostReport;
 pub use lifecycle::StartInfo;
 

@@ -81,6 +81,19 @@ impl Engine {
                 hint: "only a running or paused VM can be saved".into(),
             });
         }
+        // QEMU restores a saved state only into the devices it was saved from; after a live
+        // disk or CD-ROM change the next start would build different ones.
+        let changes = super::diskmgmt::layout_changes(&paths, o.pid);
+        if !changes.is_empty() {
+            return Err(EngineError::WrongState {
+                name: spec.name.to_string(),
+                state: o.state,
+                hint: format!(
+                    "its devices changed since it started ({}), and a saved state can only be resumed into the devices it was saved from; stop it and start it again, then save",
+                    changes.join(", ")
+                ),
+            });
+        }
         self.save_running(&spec, &paths, o.pid.unwrap_or(0), o.state == RunState::Running)
             .await
     }

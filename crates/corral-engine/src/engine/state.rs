@@ -129,6 +129,7 @@ pub(crate) fn clear_runtime(paths: &VmPaths) {
         paths.qmp_status(),
         paths.serial_sock(),
         paths.qga_sock(),
+        paths.layout_changes(),
     ] {
         let _ = std::fs::remove_file(p);
     }
