@@ -113,6 +113,18 @@ fn linked_clones_run_together_apart_and_protect_their_base() {
     assert!(err.contains("cannot be used with"), "{err}");
     assert_eq!(tree_digest(&env.data_dir()), before, "refusals changed nothing");
 
+    // A saved VM's memory would resume on the layer that became the base: refused.
+    drop(k2);
+    env.ok(&["vm", "save", "c2"]);
+    let before = tree_digest(&env.data_dir());
+    let out = env.run(&["vm", "clone", "c2", "c3", "--linked"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("saved memory"));
+    assert_eq!(tree_digest(&env.data_dir()), before);
+    env.ok(&["vm", "start", "c2"]);
+    let mut k2 = env.console("c2");
+    assert_eq!(read_at(&mut k2, 0), "CLONE-TWO", "c2 resumed with its data");
+
     drop((k1, k2));
     env.ok(&["vm", "stop", "c1"]);
     env.ok(&["vm", "stop", "c2"]);

@@ -48,6 +48,10 @@ fn live_overlay_and_commit_keep_the_guest_running() {
     assert_eq!(mode(&base), 0o444, "the backing file is read-only");
     let base_hash = file_hash(&base);
 
+    // Snapshots of the running VM follow the disk onto its new top layer.
+    env.ok(&["snapshot", "create", "lc", "on-overlay"]);
+    env.ok(&["snapshot", "delete", "lc", "on-overlay"]);
+
     // Writes now land in the overlay, not in the base.
     write_at(&mut con, 100, "OVERLAY-2");
     assert_eq!(file_hash(&base), base_hash, "the base took no writes");
@@ -75,6 +79,9 @@ fn live_overlay_and_commit_keep_the_guest_running() {
         bytes[100 * 512..].starts_with(b"OVERLAY-2"),
         "committed data is in the base"
     );
+    // Snapshots still work after the merge moved the device onto another node.
+    env.ok(&["snapshot", "create", "lc", "after-merge", "--no-memory"]);
+    env.ok(&["snapshot", "delete", "lc", "after-merge"]);
     // The guest keeps writing to the merged image.
     write_at(&mut con, 200, "AFTER-3");
     assert_eq!(read_at(&mut con, 200), "AFTER-3");
@@ -135,6 +142,8 @@ fn live_overlay_and_commit_keep_the_guest_running() {
     let before = tree_digest(&env.data_dir());
     let err = env.fails(&["disk", "commit", "lc"]);
     assert!(err.contains("internal snapshot"), "{err}");
+    let err = env.fails(&["disk", "overlay", "lc"]);
+    assert!(err.contains("would hide them"), "{err}");
     assert_eq!(tree_digest(&env.data_dir()), before);
     env.ok(&["snapshot", "delete", "lc", "keep"]);
     let report = env.json(&["disk", "commit", "lc"]);

@@ -36,6 +36,30 @@ fn overlay_is_empty(engine: &Engine, path: &Path) -> Result<bool, EngineError> {
         .all(|e| e["depth"].as_u64() != Some(0) || e["present"].as_bool() == Some(false)))
 }
 
+/// An overlay on a disk whose active layer holds internal snapshots would hide them from
+/// `snapshot list/revert` for good (they stay in the layer below, which becomes read-only).
+pub(crate) fn refuse_hidden_snapshots(
+    engine: &Engine,
+    vm: &str,
+    d: &corral_types::DiskSpec,
+    paths: &VmPaths,
+) -> Result<(), EngineError> {
+    let info = engine.img_info(&disk_path(d, paths))?;
+    if info.snapshots.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = info.snapshots.iter().map(|s| s.name.as_str()).collect();
+    Err(EngineError::invalid(
+        vm,
+        "overlay",
+        format!(
+            "disk {} holds internal snapshots ({}); a new layer on top would hide them from `corral snapshot` for good. Delete them first, or make linked clones from one with --from-snapshot NAME",
+            d.name,
+            names.join(", ")
+        ),
+    ))
+}
+
 impl Engine {
     /// `corral vm clone SRC NEW [--linked|--full] [--from-snapshot NAME]`.
     pub async fn clone_vm(
@@ -47,12 +71,11 @@ impl Engine {
     ) -> Result<CloneReport, EngineError> {
         let started = Instant::now();
         let new_name = VmName::new(new)?;
-        let rec = self.get(src)?;
-        let mut sspec = rec.spec;
         if self.reg().get(new_name.as_str())?.is_some() {
             return Err(EngineError::Exists(new_name.to_string()));
         }
-        let _src_lock = self.lock(&sspec.name, "clone")?;
+        let (_src_lock, rec) = self.lock_and_get(src, "clone")?;
+        let mut sspec = rec.spec;
         let _new_lock = self.lock(&new_name, "clone")?;
         if self.reg().get(new_name.as_str())?.is_some() {
             return Err(EngineError::Exists(new_name.to_string()));
@@ -81,6 +104,21 @@ impl Engine {
                     "a full copy of disks that are being written would not be consistent; stop it, take a snapshot and use --from-snapshot NAME (`corral snapshot create {src} NAME`), or make a --linked clone"
                 ),
             });
+        }
+        if linked && from_snapshot.is_none() {
+            if o.state == RunState::Saved {
+                // Its saved state would resume on the old layers and write into the base.
+                return Err(EngineError::WrongState {
+                    name: src.to_string(),
+                    state: o.state,
+                    hint: format!(
+                        "its saved memory would resume on the disk that becomes the clones' base; start it (`corral vm start {src}`) first, or clone --from-snapshot NAME"
+                    ),
+                });
+            }
+            for d in &sspec.disks {
+                refuse_hidden_snapshots(self, src, d, &spaths)?;
+            }
         }
 
         let mut nspec = sspec.clone();
@@ -125,10 +163,14 @@ impl Engine {
                 self.copy_disks(&sspec, &spaths, &npaths, &mut nspec, from_snapshot, &job, &mut created)
                     .await?
             };
-            self.reg().insert(&nspec)?;
-            for d in disks.iter().filter_map(|d| d.base.as_ref()) {
-                self.reg().base_add_user(d, new_name.as_str())?;
-            }
+            // The clone and its claims on the bases appear together, or not at all.
+            self.reg().atomically(|r| {
+                r.insert(&nspec)?;
+                for d in disks.iter().filter_map(|d| d.base.as_ref()) {
+                    r.base_add_user(d, new_name.as_str())?;
+                }
+                Ok(())
+            })?;
             Ok::<_, EngineError>(disks)
         }
         .await;
@@ -254,11 +296,18 @@ impl Engine {
                 }
                 if !freeze.is_empty() {
                     let made = self.push_overlays(sspec, spaths, &freeze, state.is_active()).await?;
-                    self.reg().update(sspec, generation)?;
+                    let recorded = self.reg().atomically(|r| {
+                        r.update(sspec, generation)?;
+                        for (&i, (old, _)) in freeze.iter().zip(&made) {
+                            r.base_insert(old, &src, &sspec.disks[i].name, None)?;
+                            r.base_add_user(old, &src)?;
+                        }
+                        Ok(())
+                    });
+                    if let Err(e) = recorded {
+                        return Err(super::layers::unrecorded_overlays(&src, &made, e));
+                    }
                     for (&i, (old, _)) in freeze.iter().zip(made) {
-                        let reg = self.reg();
-                        reg.base_insert(&old, &src, &sspec.disks[i].name, None)?;
-                        reg.base_add_user(&old, &src)?;
                         bases[i] = Some(old);
                     }
                 }
@@ -293,12 +342,21 @@ impl Engine {
         snap: &str,
         job: &super::jobs::Job<'_>,
     ) -> Result<PathBuf, EngineError> {
-        let base = spaths.data.join(format!("{}@{snap}.base.qcow2", d.name));
+        // The snapshot's date is part of the name: a snapshot deleted and taken again under
+        // the same name is different content and gets its own export.
+        let top = disk_path(d, spaths);
+        let info = self.img_info(&top)?;
+        let taken = info
+            .snapshots
+            .iter()
+            .find(|s| s.name == snap)
+            .map(|s| s.date_sec)
+            .ok_or_else(|| EngineError::invalid(src, "clone", format!("disk {} has no snapshot {snap:?}", d.name)))?;
+        let base = spaths.data.join(format!("{}@{snap}-{taken}.base.qcow2", d.name));
         if base.is_file() && self.reg().base(&base)?.is_some() {
             return Ok(base);
         }
-        let top = disk_path(d, spaths);
-        let size = self.img_info(&top)?.virtual_size;
+        let size = info.virtual_size;
         let tmp = base.with_extension("qcow2.tmp");
         let args: Vec<String> = vec![
             "convert".into(),

@@ -326,8 +326,8 @@ impl Engine {
 
     /// Deletes a stopped (or saved, or crashed) VM.
     pub async fn delete(&self, name: &str, keep_disks: bool) -> Result<DeleteReport, EngineError> {
-        let spec = self.get_spec(name)?;
-        let _lock = self.lock(&spec.name, "delete")?;
+        let (_lock, rec) = self.lock_and_get(name, "delete")?;
+        let spec = rec.spec;
         let paths = self.paths(&spec.name);
         let o = observe(&spec, &paths).await;
         // A live QEMU (even one still waiting for a saved state) must be ended first.
@@ -377,11 +377,10 @@ impl Engine {
                 .map(|b| b.path),
         );
         files.dedup();
-        {
-            let reg = self.reg();
-            reg.delete(spec.name.as_str())?;
-            reg.base_forget_vm(spec.name.as_str())?;
-        }
+        self.reg().atomically(|r| {
+            r.delete(spec.name.as_str())?;
+            r.base_forget_vm(spec.name.as_str())
+        })?;
         let mut report = DeleteReport {
             name: spec.name.to_string(),
             removed: vec![],

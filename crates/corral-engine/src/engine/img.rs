@@ -40,8 +40,6 @@ pub(crate) struct ImgInfo {
     pub snapshots: Vec<ImgSnapshot>,
     #[serde(rename = "actual-size", default)]
     pub actual_size: u64,
-    #[serde(rename = "full-backing-filename", default)]
-    pub backing: Option<PathBuf>,
 }
 
 /// Parses qemu-img's `-p` output: `    (12.34/100%)\r` → 12.34.
@@ -93,23 +91,14 @@ impl Engine {
             what: format!("qemu-img info {p}"),
             message: e.to_string(),
         })?;
-        // qemu-img prints file names as the chain spells them (possibly relative to the
-        // overlay); resolve them so callers can compare paths.
-        let mut dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // qemu-img prints names relative to its working directory when it was given relative
+        // ones (corral always passes absolute paths; this keeps comparisons right regardless).
         for layer in &mut chain {
             if layer.filename.is_relative() {
-                layer.filename = dir.join(&layer.filename);
-            }
-            if let Some(b) = layer.backing.as_mut() {
-                if b.is_relative() {
-                    *b = layer
-                        .filename
-                        .parent()
-                        .map(|d| d.join(&*b))
-                        .unwrap_or_else(|| b.clone());
+                if let Ok(abs) = std::path::absolute(&layer.filename) {
+                    layer.filename = abs;
                 }
             }
-            dir = layer.filename.parent().map(Path::to_path_buf).unwrap_or_default();
         }
         Ok(chain)
     }
@@ -175,14 +164,14 @@ impl Engine {
             s
         });
         let mut buf = [0u8; 512];
-        let mut tail = String::new();
+        let mut tail: Vec<u8> = vec![];
         loop {
             let n = stdout.read(&mut buf).await.map_err(EngineError::io(what))?;
             if n == 0 {
                 break;
             }
-            tail.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if let Some(pct) = last_percent(&tail) {
+            tail.extend_from_slice(&buf[..n]);
+            if let Some(pct) = last_percent(&String::from_utf8_lossy(&tail)) {
                 job.progress(base + (weight as f64 * pct / 100.0) as u64, total);
             }
             if tail.len() > 256 {

@@ -184,6 +184,8 @@ impl Engine {
             let made_one = self.img_info(&top).and_then(|info| {
                 let new = next_overlay_path(paths, &d.name);
                 self.create_overlay(&new, &top, &info.format, info.virtual_size)
+                    .and_then(|_| set_mode(&new, 0o600))
+                    .and_then(|_| self.give_to_qemu(&new))
                     .map(|_| new)
             });
             match made_one {
@@ -202,8 +204,11 @@ impl Engine {
         }
         let mut out = vec![];
         for (i, old, new) in made {
-            if let Err(e) = set_mode(&old, 0o444) {
-                tracing::warn!(vm, "cannot make {} read-only: {e}", old.display());
+            // Only files in corral's own tree: an image the user keeps elsewhere keeps its mode.
+            if self.owner_of(&old).is_some() {
+                if let Err(e) = set_mode(&old, 0o444) {
+                    tracing::warn!(vm, "cannot make {} read-only: {e}", old.display());
+                }
             }
             spec.disks[i].path = Some(new.clone());
             spec.disks[i].format = DiskFormat::Qcow2;
@@ -253,6 +258,20 @@ impl Engine {
                 .await
                 .map(|_| ())
                 .map_err(EngineError::qmp(vm));
+            if result.is_err() && added.len() == made.len() {
+                // The reply may be lost while the transaction took effect: then QEMU writes
+                // the new overlays already, and they must not be removed.
+                let mut all_in_use = false;
+                if let Ok(q) = self.monitor(spec, paths).await {
+                    all_in_use = true;
+                    for ((i, _, _), node) in made.iter().zip(&added) {
+                        all_in_use &= top_node(&q, vm, &spec.disks[*i].name).await.ok().as_ref() == Some(node);
+                    }
+                }
+                if all_in_use {
+                    return Ok(());
+                }
+            }
         }
         if result.is_err() {
             for node in added {
@@ -264,32 +283,22 @@ impl Engine {
 
     /// `corral disk overlay`: a new overlay on one disk or all of them.
     pub async fn disk_overlay(&self, name: &str, disk: Option<&str>) -> Result<Vec<DiskChain>, EngineError> {
-        let rec = self.get(name)?;
+        let (_lock, rec) = self.lock_and_get(name, "overlay")?;
         let mut spec = rec.spec;
-        let _lock = self.lock(&spec.name, "overlay")?;
         let paths = self.paths(&spec.name);
         let idxs = select(&spec, disk, "overlay")?;
         let o = observe(&spec, &paths).await;
         if o.state == RunState::Saved {
             return Err(saved(&spec));
         }
+        for &i in &idxs {
+            super::clone::refuse_hidden_snapshots(self, name, &spec.disks[i], &paths)?;
+        }
         let made = self
             .push_overlays(&mut spec, &paths, &idxs, o.state.is_active())
             .await?;
         if let Err(e) = self.reg().update(&spec, rec.generation) {
-            // Only reachable if the registry failed: the VM (if running) already writes the
-            // new overlays, so they must stay; say where they are.
-            return Err(EngineError::op(
-                name,
-                "overlay",
-                format!(
-                    "the overlays were made ({}) but the registry could not record them: {e}",
-                    made.iter()
-                        .map(|(_, n)| n.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
+            return Err(unrecorded_overlays(name, &made, e));
         }
         idxs.iter()
             .map(|&i| self.describe_disk(name, &spec.disks[i], &paths))
@@ -299,10 +308,9 @@ impl Engine {
     /// `corral disk commit`: merges the active overlay of one disk (or of every disk that has
     /// one) into the layer below, which becomes the active layer again.
     pub async fn disk_commit(&self, name: &str, disk: Option<&str>) -> Result<Vec<CommitReport>, EngineError> {
-        let rec = self.get(name)?;
+        let (_lock, rec) = self.lock_and_get(name, "commit")?;
         let mut spec = rec.spec;
         let mut generation = rec.generation;
-        let _lock = self.lock(&spec.name, "commit")?;
         let paths = self.paths(&spec.name);
         let idxs = select(&spec, disk, "commit")?;
         let chains: Vec<(usize, DiskChain)> = idxs
@@ -342,8 +350,9 @@ impl Engine {
         }
         let mut out = vec![];
         for (i, c) in todo {
-            let report = self.commit_one(&mut spec, &paths, i, &c, o.state.is_active()).await?;
-            generation = self.reg().update(&spec, generation)?;
+            let report = self
+                .commit_one(&mut spec, &paths, &mut generation, i, &c, o.state.is_active())
+                .await?;
             // Recorded: the overlay is no longer part of the VM.
             let _ = std::fs::remove_file(&report.overlay);
             out.push(report);
@@ -355,6 +364,7 @@ impl Engine {
         &self,
         spec: &mut VmSpec,
         paths: &VmPaths,
+        generation: &mut i64,
         i: usize,
         c: &DiskChain,
         live: bool,
@@ -363,11 +373,15 @@ impl Engine {
         let started = Instant::now();
         let (top, into) = (&c.layers[0], &c.layers[1]);
         let job = self.job_begin(&vm, "commit", &c.disk)?;
+        let ours = self.owner_of(&into.path).is_some();
         let mode_before = std::fs::metadata(&into.path)
             .map(|m| m.permissions().mode() & 0o777)
             .ok();
         let result = async {
-            set_mode(&into.path, 0o600)?;
+            if ours {
+                set_mode(&into.path, 0o600)?;
+                self.give_to_qemu(&into.path)?;
+            }
             if live {
                 let qmp = self.monitor(spec, paths).await?;
                 let top_node = top_node(&qmp, &vm, &c.disk).await?;
@@ -376,7 +390,7 @@ impl Engine {
                 qmp.run_job(
                     "block-commit",
                     json!({"device": top_node, "base-node": base_node}),
-                    &format!("corral-commit-{}", c.disk),
+                    &format!("corral-commit-{}-{}", c.disk, super::jobs::now_ms()),
                     Some(&progress),
                 )
                 .await
@@ -404,12 +418,13 @@ impl Engine {
             Ok::<(), EngineError>(())
         }
         .await;
-        if let Err(e) = &result {
-            if let Some(m) = mode_before {
+        if let Err(e) = result {
+            if let (Some(m), true) = (mode_before, ours) {
                 let _ = set_mode(&into.path, m);
             }
-            job.finish(&result, None);
-            return Err(EngineError::op(&vm, "commit", format!("disk {}: {e}", c.disk)));
+            let e = EngineError::op(&vm, "commit", format!("disk {}: {e}", c.disk));
+            job.finish(&Err::<(), _>(EngineError::op(&vm, "commit", e.to_string())), None);
+            return Err(e);
         }
         let d = &mut spec.disks[i];
         d.path = Some(into.path.clone());
@@ -418,8 +433,30 @@ impl Engine {
         } else {
             DiskFormat::Qcow2
         };
-        // The layer is written again: it is no longer a frozen base.
-        self.reg().base_delete(&into.path)?;
+        // The merged overlay is stale from here on. Record the new active layer (and that it
+        // is no longer a frozen base) in one transaction; if that fails, move the overlay
+        // aside so that a start can never open it over the newer data in the layer below.
+        let recorded = self.reg().atomically(|r| {
+            *generation = r.update(spec, *generation)?;
+            r.base_delete(&into.path)
+        });
+        if let Err(e) = recorded {
+            let aside = top.path.with_extension("qcow2.merged");
+            let _ = std::fs::rename(&top.path, &aside);
+            let e = EngineError::op(
+                &vm,
+                "commit",
+                format!(
+                    "disk {} was merged into {}, but the registry could not record it ({e}); the merged overlay was moved to {}. Set the disk's path to {} with `corral vm edit {vm}`",
+                    c.disk,
+                    into.path.display(),
+                    aside.display(),
+                    into.path.display()
+                ),
+            );
+            job.finish(&Err::<(), _>(EngineError::op(&vm, "commit", e.to_string())), None);
+            return Err(e);
+        }
         let report = CommitReport {
             vm: vm.clone(),
             disk: c.disk.clone(),
@@ -471,6 +508,19 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// The registry failed after new overlays went into use (only a broken database gets here).
+/// A running VM already writes them, so they must stay: say exactly where they are.
+pub(crate) fn unrecorded_overlays(vm: &str, made: &[(PathBuf, PathBuf)], e: EngineError) -> EngineError {
+    EngineError::op(
+        vm,
+        "overlay",
+        format!(
+            "the overlays were made ({}) but the registry could not record them ({e}); before the next start, set each disk's path in `corral vm edit {vm}` to its overlay",
+            made.iter().map(|(_, n)| n.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    )
 }
 
 fn item(vm: &str, disk: &str, action: &str, reason: Option<String>, commit: Option<CommitReport>) -> ConsolidateItem {

@@ -229,6 +229,17 @@ impl Engine {
         }
     }
 
+    /// With `[qemu] user`, hands a file corral made for a running QEMU (a new overlay, a layer
+    /// a merge writes into) to that user.
+    pub(crate) fn give_to_qemu(&self, path: &std::path::Path) -> Result<(), EngineError> {
+        use nix::unistd::{chown, Gid, Uid};
+        if let Some(ra) = self.run_as()? {
+            chown(path, Some(Uid::from_raw(ra.uid)), Some(Gid::from_raw(ra.gid)))
+                .map_err(|e| EngineError::io(path)(e.into()))?;
+        }
+        Ok(())
+    }
+
     /// With `[qemu] user`, QEMU must own its run dir and be able to write its disks and logs.
     fn hand_over(&self, spec: &VmSpec, paths: &VmPaths, ra: RunAs) -> Result<(), EngineError> {
         use nix::unistd::{chown, Gid, Uid};

@@ -67,6 +67,16 @@ impl Engine {
         lock_vm(&lock_dir(&self.cfg), name.as_str(), operation)
     }
 
+    /// Takes a VM's lock and then reads its definition, so that nothing the operation acts on
+    /// was read before the lock (another operation may have changed the spec meanwhile).
+    fn lock_and_get(&self, name: &str, operation: &str) -> Result<(VmLock, VmRecord), EngineError> {
+        let vm = VmName::new(name)?;
+        self.reg().require(vm.as_str())?; // an unknown VM gets no lock file
+        let lock = self.lock(&vm, operation)?;
+        let rec = self.reg().require(vm.as_str())?;
+        Ok((lock, rec))
+    }
+
     /// The stored definition of a VM.
     pub fn get(&self, name: &str) -> Result<VmRecord, EngineError> {
         let name = VmName::new(name)?;

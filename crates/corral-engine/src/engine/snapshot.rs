@@ -39,7 +39,6 @@ pub struct SnapshotInfo {
 }
 
 struct Disk {
-    node: String,
     path: PathBuf,
 }
 
@@ -62,7 +61,6 @@ fn disks(spec: &VmSpec, paths: &VmPaths) -> Result<Vec<Disk>, EngineError> {
                 ));
             }
             Ok(Disk {
-                node: format!("drive-{}", d.name),
                 path: d.path.clone().unwrap_or_else(|| paths.disk(&d.name)),
             })
         })
@@ -139,7 +137,7 @@ impl Engine {
         match o.state {
             RunState::Running | RunState::Paused => {
                 let qmp = self.monitor(&spec, &paths).await?;
-                let nodes: Vec<&str> = disks.iter().map(|d| d.node.as_str()).collect();
+                let nodes = live_nodes(&qmp, &spec).await?;
                 if no_memory {
                     let actions: Vec<_> = nodes
                         .iter()
@@ -199,7 +197,7 @@ impl Engine {
                     )));
                 }
                 let qmp = self.monitor(&spec, &paths).await?;
-                let nodes: Vec<&str> = disks.iter().map(|d| d.node.as_str()).collect();
+                let nodes = live_nodes(&qmp, &spec).await?;
                 let args = json!({"tag": snap, "vmstate": nodes[0], "devices": nodes});
                 let job = self.job_begin(name, "revert", snap)?;
                 let progress = |done: u64, total: u64| job.progress(done, total);
@@ -255,7 +253,7 @@ impl Engine {
         }
         if o.state.is_active() {
             let qmp = self.monitor(&spec, &paths).await?;
-            let nodes: Vec<&str> = disks.iter().map(|d| d.node.as_str()).collect();
+            let nodes = live_nodes(&qmp, &spec).await?;
             qmp.run_job(
                 "snapshot-delete",
                 json!({"tag": snap, "devices": nodes}),
@@ -273,6 +271,16 @@ impl Engine {
         self.reg().set_snapshot_note(spec.name.as_str(), snap, None)?;
         Ok(())
     }
+}
+
+/// The node each disk reads from now, by device id: `drive-NAME` at start, but an overlay or
+/// a merge since then changes it.
+async fn live_nodes(qmp: &corral_qmp::Qmp, spec: &VmSpec) -> Result<Vec<String>, EngineError> {
+    let mut out = vec![];
+    for d in &spec.disks {
+        out.push(super::layers::top_node(qmp, spec.name.as_str(), &d.name).await?);
+    }
+    Ok(out)
 }
 
 fn saved_refusal(spec: &VmSpec) -> EngineError {

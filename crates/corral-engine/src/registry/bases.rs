@@ -134,7 +134,7 @@ impl Registry {
             .conn
             .prepare(
                 "SELECT DISTINCT u.vm FROM base_users u JOIN bases b ON b.path = u.base
-                 WHERE b.owner = ?1 AND u.vm <> ?1 ORDER BY u.vm",
+                 WHERE b.owner = ?1 AND u.vm <> ?1 AND u.vm IN (SELECT name FROM vms) ORDER BY u.vm",
             )
             .map_err(self.db())?;
         let rows = stmt.query_map([vm], |r| r.get(0)).map_err(self.db())?;

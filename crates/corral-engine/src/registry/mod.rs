@@ -256,6 +256,14 @@ impl Registry {
         Ok(generation + 1)
     }
 
+    /// Runs `f` in one SQLite transaction: all of its writes happen, or none.
+    pub fn atomically<T>(&self, f: impl FnOnce(&Registry) -> Result<T, EngineError>) -> Result<T, EngineError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.db())?;
+        let value = f(self)?; // dropping `tx` on an error rolls back
+        tx.commit().map_err(self.db())?;
+        Ok(value)
+    }
+
     pub fn delete(&self, name: &str) -> Result<(), EngineError> {
         self.conn
             .execute("DELETE FROM vms WHERE name = ?1", params![name])
