@@ -11,6 +11,40 @@ use common::{file_hash, layers, pattern_at, qemu_io, tree_digest, wait_for, Env}
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// A bare QMP client, standing in for a corral process that dies in the middle of a job.
+struct RawQmp {
+    r: std::io::BufReader<std::os::unix::net::UnixStream>,
+    w: std::os::unix::net::UnixStream,
+}
+
+impl RawQmp {
+    fn connect(sock: &Path) -> RawQmp {
+        let w = std::os::unix::net::UnixStream::connect(sock).unwrap();
+        let mut q = RawQmp {
+            r: std::io::BufReader::new(w.try_clone().unwrap()),
+            w,
+        };
+        let mut greeting = String::new();
+        std::io::BufRead::read_line(&mut q.r, &mut greeting).unwrap();
+        q.cmd(r#"{"execute":"qmp_capabilities"}"#);
+        q
+    }
+
+    /// Sends one command and returns its reply (events in between are skipped).
+    fn cmd(&mut self, line: &str) -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        writeln!(self.w, "{line}").unwrap();
+        loop {
+            let mut l = String::new();
+            self.r.read_line(&mut l).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            if v.get("return").is_some() || v.get("error").is_some() {
+                return v;
+            }
+        }
+    }
+}
+
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -86,6 +120,37 @@ fn live_overlay_and_commit_keep_the_guest_running() {
     write_at(&mut con, 200, "AFTER-3");
     assert_eq!(read_at(&mut con, 200), "AFTER-3");
 
+    // A commit whose corral died mid-way leaves a QEMU job waiting in `ready` and the node
+    // busy. Made here for real by another QMP client that walks away; the next commit must
+    // clean it up and merge.
+    env.ok(&["disk", "overlay", "lc"]);
+    write_at(&mut con, 300, "LEFTOVER-4");
+    {
+        let mut q = RawQmp::connect(&env.vm_run("lc").join("qmp.sock"));
+        let blocks = q.cmd(r#"{"execute":"query-block"}"#);
+        let top = blocks["return"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["qdev"].as_str().unwrap_or("").contains("disk0"))
+            .unwrap()["inserted"]["node-name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = q.cmd(&format!(
+            r#"{{"execute":"block-commit","arguments":{{"job-id":"corral-commit-disk0-1","device":"{top}"}}}}"#
+        ));
+        assert!(r.get("return").is_some(), "{r}");
+        wait_for(Duration::from_secs(20), || {
+            q.cmd(r#"{"execute":"query-jobs"}"#)["return"][0]["status"] == "ready"
+        })
+        .unwrap();
+    } // the client goes away with the job still in QEMU
+    let report = env.json(&["disk", "commit", "lc"]);
+    assert_eq!(report[0]["live"], true, "{report}");
+    assert_eq!(layers(&env, "lc"), vec![base.clone()]);
+    assert_eq!(read_at(&mut con, 300), "LEFTOVER-4");
+
     // Bad input changes nothing.
     let before = tree_digest(&env.data_dir());
     let out = env.run(&["disk", "commit", "lc"]);
@@ -160,7 +225,7 @@ fn live_overlay_and_commit_keep_the_guest_running() {
         .iter()
         .filter(|j| j["kind"] == "commit")
         .collect();
-    assert_eq!(commits.len(), 2, "{jobs}");
+    assert_eq!(commits.len(), 3, "{jobs}");
     assert!(commits.iter().all(|j| j["state"] == "succeeded"), "{jobs}");
 }
 

@@ -73,6 +73,38 @@ pub(crate) async fn top_node(qmp: &Qmp, vm: &str, disk: &str) -> Result<String, 
     }
 }
 
+/// A commit whose corral died before it finished leaves its job in QEMU (an active commit
+/// waits in `ready` for a `job-complete` that never comes) and the node busy. Nothing was
+/// switched yet, so cancelling is safe: the overlay stays the active layer, and the data it
+/// had already copied down is also still in the overlay.
+async fn cancel_leftover_commits(qmp: &Qmp, vm: &str, disk: &str) -> Result<(), EngineError> {
+    let prefix = format!("corral-commit-{disk}-");
+    let leftovers: Vec<String> = qmp
+        .query_jobs()
+        .await
+        .map_err(EngineError::qmp(vm))?
+        .into_iter()
+        .filter(|j| j.id.starts_with(&prefix))
+        .map(|j| j.id)
+        .collect();
+    for id in leftovers {
+        tracing::warn!(vm, job = id, "cancelling a commit left behind by an interrupted corral");
+        let _ = qmp.execute("job-cancel", Some(json!({"id": id}))).await;
+        for _ in 0..500 {
+            let jobs = qmp.query_jobs().await.map_err(EngineError::qmp(vm))?;
+            match jobs.iter().find(|j| j.id == id) {
+                None => break,
+                Some(j) if j.status == "concluded" => {
+                    let _ = qmp.execute("job-dismiss", Some(json!({"id": id}))).await;
+                }
+                Some(_) => {}
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
 /// The format node that has `path` open.
 async fn node_of_file(qmp: &Qmp, vm: &str, path: &Path) -> Result<String, EngineError> {
     let nodes = qmp
@@ -384,6 +416,7 @@ impl Engine {
             }
             if live {
                 let qmp = self.monitor(spec, paths).await?;
+                cancel_leftover_commits(&qmp, &vm, &c.disk).await?;
                 let top_node = top_node(&qmp, &vm, &c.disk).await?;
                 let base_node = node_of_file(&qmp, &vm, &into.path).await?;
                 let progress = |done: u64, total: u64| job.progress(done, total);
