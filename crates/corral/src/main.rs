@@ -59,6 +59,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The error and its causes on one line. Engine errors already print their cause in their
+/// own message, so a cause whose text is already there is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
@@ -72,10 +89,10 @@ fn main() -> ExitCode {
         Err(e) => {
             let kind = e.downcast_ref::<EngineError>().map(|e| e.kind()).unwrap_or("error");
             if json {
-                let msg = format!("{e:#}");
+                let msg = message(&e);
                 eprintln!("{}", serde_json::json!({"error": msg, "kind": kind}));
             } else {
-                eprintln!("corral: {e:#}");
+                eprintln!("corral: {}", message(&e));
             }
             ExitCode::from(match kind {
                 "invalid" | "not-found" | "exists" | "missing-file" | "config" => 2,

@@ -146,8 +146,15 @@ fn qemu_runs_as_the_configured_user() {
         uid_line.split_whitespace().skip(1).all(|u| u == nobody.to_string()),
         "{uid_line}"
     );
+    // A live linked clone: the running QEMU (as nobody) must get its new overlay, and the
+    // clone's QEMU must reach the base in nob's directory.
+    env.ok(&["vm", "clone", "nob", "nob2", "--linked"]);
+    env.ok(&["vm", "start", "nob2"]);
+    env.wait_ready("nob2", 1);
+    env.console("nob").ok("echo still-writing > /dev/null; sync");
     let stop = env.json(&["vm", "stop", "nob"]);
     assert_eq!(stop["guest_initiated"], true, "{stop}");
+    env.ok(&["vm", "stop", "nob2"]);
 }
 
 /// A VNC display comes up on 127.0.0.1 at a free port and speaks RFB; `show` reports it.

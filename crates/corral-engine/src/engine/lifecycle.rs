@@ -264,6 +264,23 @@ impl Engine {
             paths.qemu_log(),
         ];
         files.extend(spec.disks.iter().filter_map(|d| d.path.clone()));
+        // Layers below the active one may live in another VM's directory (a linked clone's
+        // base): QEMU only reads them, so it needs to traverse (not list) that directory.
+        for d in &spec.disks {
+            let Some(top) = &d.path else { continue };
+            for layer in self.img_chain(top).unwrap_or_default().iter().skip(1) {
+                let Some(dir) = layer.filename.parent() else { continue };
+                if dir.starts_with(&self.cfg.data_dir) && dir != paths.data {
+                    if let Ok(m) = std::fs::metadata(dir) {
+                        let mode = m.permissions().mode();
+                        if mode & 0o011 != 0o011 {
+                            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))
+                                .map_err(EngineError::io(dir))?;
+                        }
+                    }
+                }
+            }
+        }
         for f in files {
             if f.exists() {
                 chown(&f, u, g).map_err(|e| EngineError::io(&f)(e.into()))?;
