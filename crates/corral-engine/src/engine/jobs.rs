@@ -167,3 +167,34 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_job_of_a_dead_process_reads_as_interrupted() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let job = |pid: u32, state: JobState| JobInfo {
+            id: 1,
+            vm: "v".into(),
+            kind: "commit".into(),
+            target: "disk0".into(),
+            state,
+            done: 0,
+            total: 0,
+            started_ms: 0,
+            finished_ms: None,
+            message: None,
+            pid,
+        };
+        assert_eq!(derive(job(dead, JobState::Running)).state, JobState::Interrupted);
+        assert_eq!(
+            derive(job(std::process::id(), JobState::Running)).state,
+            JobState::Running
+        );
+        assert_eq!(derive(job(dead, JobState::Succeeded)).state, JobState::Succeeded);
+    }
+}

@@ -31,6 +31,9 @@ fn row_to_job(r: &Row<'_>) -> rusqlite::Result<JobInfo> {
     })
 }
 
+/// How many jobs `corral job list` can look back on.
+const KEEP_JOBS: i64 = 1000;
+
 const COLUMNS: &str = "id, vm, kind, target, state, done, total, started_ms, finished_ms, message, pid";
 
 impl Registry {
@@ -48,7 +51,15 @@ impl Registry {
                 params![vm, kind, target, started_ms, pid],
             )
             .map_err(self.db())?;
-        Ok(self.conn.last_insert_rowid())
+        let id = self.conn.last_insert_rowid();
+        // Keep the history bounded: the newest KEEP_JOBS finished jobs (running ones always).
+        self.conn
+            .execute(
+                "DELETE FROM jobs WHERE state <> 'running' AND id <= ?1",
+                params![id - KEEP_JOBS],
+            )
+            .map_err(self.db())?;
+        Ok(id)
     }
 
     pub fn job_progress(&self, id: i64, done: u64, total: u64) -> Result<(), EngineError> {
@@ -97,5 +108,39 @@ impl Registry {
             .query_map(params![vm, limit as i64], row_to_job)
             .map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_are_recorded_finished_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(&dir.path().join("r.db")).unwrap();
+        let id = reg.job_insert("web1", "clone", "web1 → web2", 42, 1000).unwrap();
+        reg.job_progress(id, 5, 10).unwrap();
+        let j = reg.job(id).unwrap().unwrap();
+        assert_eq!((j.state, j.done, j.total, j.pid), (JobState::Running, 5, 10, 42));
+        let mut done = j.clone();
+        done.state = JobState::Failed;
+        done.message = Some("disk full".into());
+        done.finished_ms = Some(2000);
+        reg.job_finish(&done).unwrap();
+        assert_eq!(reg.job(id).unwrap().unwrap(), done);
+        let other = reg.job_insert("db1", "commit", "disk0", 42, 3000).unwrap();
+        assert_eq!(reg.jobs(Some("db1"), 10).unwrap().len(), 1);
+        assert_eq!(reg.jobs(None, 10).unwrap()[0].id, other, "newest first");
+
+        // Only finished jobs beyond the newest KEEP_JOBS go.
+        for _ in 0..KEEP_JOBS {
+            let n = reg.job_insert("x", "clone", "t", 1, 0).unwrap();
+            let mut j = reg.job(n).unwrap().unwrap();
+            j.state = JobState::Succeeded;
+            reg.job_finish(&j).unwrap();
+        }
+        assert!(reg.job(id).unwrap().is_none(), "the oldest finished job was pruned");
+        assert!(reg.job(other).unwrap().is_some(), "a running job is never pruned");
     }
 }
