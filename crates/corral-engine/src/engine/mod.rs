@@ -6,6 +6,7 @@ mod clone;
 mod console;
 pub mod define;
 pub mod diskmgmt;
+pub mod fleece;
 mod host;
 mod hotplug;
 mod img;
