@@ -54,6 +54,9 @@ pub struct QemuConfig {
     /// `qemu-img`, used to create and inspect images.
     #[serde(default = "default_qemu_img")]
     pub img_binary: String,
+    /// `qemu-storage-daemon`, which opens a stopped VM's disks to export them for a backup.
+    #[serde(default = "default_storage_daemon")]
+    pub storage_daemon: String,
     /// Accelerator for VMs whose spec says `auto`: `auto` here means KVM when /dev/kvm can be
     /// opened, TCG otherwise. Set `tcg` on hosts where KVM is present but unusable.
     #[serde(default)]
@@ -90,6 +93,9 @@ pub struct LifecycleConfig {
 
 fn default_qemu() -> String {
     "qemu-system-x86_64".into()
+}
+fn default_storage_daemon() -> String {
+    "qemu-storage-daemon".into()
 }
 fn default_qemu_img() -> String {
     "qemu-img".into()

@@ -175,3 +175,91 @@ async fn point_in_time_export_with_bitmap_handover() {
     drop(status);
     e.kill("live").await.unwrap();
 }
+
+/// The persistent bitmaps a qcow2 image holds on disk (`qemu-img info`).
+fn image_bitmaps(img: &Path) -> Vec<String> {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = v["format-specific"]["data"]["bitmaps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|b| {
+            // A bitmap left "in-use" means its writer did not close the image cleanly.
+            let in_use = b["flags"].as_array().unwrap().iter().any(|f| f == "in-use");
+            format!(
+                "{}{}",
+                b["name"].as_str().unwrap(),
+                if in_use { " (in-use)" } else { "" }
+            )
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn qemu_io_write(img: &Path, pattern: u8, offset: u64, len: u64) {
+    let ok = Command::new("qemu-io")
+        .arg("-c")
+        .arg(format!("write -P {pattern} {offset} {len}"))
+        .arg(img)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok);
+}
+
+#[tokio::test]
+async fn stopped_vm_exports_through_the_storage_daemon() {
+    let dir = tempfile::Builder::new().prefix("fl").tempdir_in("/tmp").unwrap();
+    let e = engine(dir.path());
+    let spec = e
+        .create(CreateOptions {
+            name: "cold".into(),
+            disks: vec![ByteSize(16 << 20)],
+            accel: Some(Accel::Tcg),
+            display: Some(DisplayMode::None),
+            network: Some(NetworkMode::None),
+            ..Default::default()
+        })
+        .unwrap();
+    let img = spec.disks[0].path.clone().unwrap();
+    qemu_io_write(&img, 0x51, 0, 65536);
+
+    let req = |since: Option<&str>, new: &str| FleeceRequest {
+        disk: "disk0".into(),
+        since_bitmap: since.map(str::to_string),
+        new_bitmap: new.into(),
+    };
+    let f = e.fleece_open("cold", &[req(None, "c1")]).await.unwrap();
+    assert_eq!(f.disks[0].size, 16 << 20);
+    assert!(export_has(&f.socket, "disk0", 0x51, 0, 65536));
+    // The disks are held: the VM cannot start meanwhile.
+    let err = e.start("cold").await.err().unwrap();
+    assert!(err.to_string().contains("is busy: backup"), "{err}");
+    e.fleece_close(f, true).await.unwrap();
+    assert_eq!(image_bitmaps(&img), vec!["c1"], "the new bitmap is stored in the image");
+
+    // Writes while stopped are tracked by the stored bitmap; the next export hands over.
+    qemu_io_write(&img, 0x52, 1 << 20, 65536);
+    let f = e.fleece_open("cold", &[req(Some("c1"), "c2")]).await.unwrap();
+    assert!(export_has(&f.socket, "disk0", 0x52, 1 << 20, 65536));
+    e.fleece_close(f, true).await.unwrap();
+    assert_eq!(image_bitmaps(&img), vec!["c2"]);
+
+    // A missing bitmap is a clear error and leaves the image as it was.
+    let err = e.fleece_open("cold", &[req(Some("c1"), "c3")]).await.err().unwrap();
+    assert!(err.to_string().contains("no dirty bitmap \"c1\""), "{err}");
+    assert_eq!(image_bitmaps(&img), vec!["c2"]);
+    let run = e.paths(&VmName::new("cold").unwrap()).run;
+    let left: Vec<_> = std::fs::read_dir(&run)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.iter().all(|n| n != "nbd.sock"), "{left:?}");
+}

@@ -19,7 +19,7 @@
 use std::path::PathBuf;
 
 use corral_qmp::Qmp;
-use corral_types::VmSpec;
+use corral_types::{RunState, VmSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -68,6 +68,8 @@ pub struct Fleece {
     pub socket: PathBuf,
     pub disks: Vec<FleeceDisk>,
     qmp: Qmp,
+    /// For a stopped VM: the qemu-storage-daemon that holds its disks.
+    daemon: Option<tokio::process::Child>,
     _lock: VmLock,
 }
 
@@ -75,53 +77,82 @@ fn qmp_err(vm: &str) -> impl FnOnce(corral_qmp::QmpError) -> EngineError + '_ {
     EngineError::qmp(vm)
 }
 
-/// The `dirty-bitmaps` QEMU shows for the node of a device (name → recording).
-pub(crate) async fn bitmaps_of(qmp: &Qmp, vm: &str, disk: &str) -> Result<Vec<(String, bool)>, EngineError> {
-    let blocks: Value = qmp.execute("query-block", None).await.map_err(qmp_err(vm))?;
-    let peripheral = format!("/machine/peripheral/{disk}");
-    let entry = blocks.as_array().into_iter().flatten().find(|b| {
-        let q = b["qdev"].as_str().unwrap_or("");
-        q == disk || q == peripheral || q.starts_with(&format!("{peripheral}/"))
-    });
-    Ok(entry
-        .and_then(|b| b["inserted"]["dirty-bitmaps"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
+/// The named dirty bitmaps on a node: (name, recording, inconsistent). Looked up by node,
+/// not by device: while a backup job runs, a filter node sits above the disk's node.
+pub(crate) async fn node_bitmaps(qmp: &Qmp, vm: &str, node: &str) -> Result<Vec<(String, bool, bool)>, EngineError> {
+    let nodes: Value = qmp
+        .execute("query-named-block-nodes", Some(json!({"flat": true})))
+        .await
+        .map_err(qmp_err(vm))?;
+    Ok(nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["node-name"] == node)
+        .flat_map(|n| n["dirty-bitmaps"].as_array().cloned().unwrap_or_default())
         .filter_map(|m| {
             Some((
                 m["name"].as_str()?.to_string(),
                 m["recording"].as_bool().unwrap_or(false),
+                m["inconsistent"].as_bool().unwrap_or(false),
             ))
         })
         .collect())
 }
 
 impl Engine {
-    /// Starts a point-in-time export of a running (or paused) VM's disks. Holds the VM's lock
-    /// until closed.
+    /// Starts a point-in-time export of a VM's disks. A running (or paused) VM exports from
+    /// its own QEMU (fleecing); a stopped (or saved) one from a `qemu-storage-daemon` that
+    /// opens its disks, so both are read the same way. Holds the VM's lock until closed.
     pub async fn fleece_open(&self, name: &str, requests: &[FleeceRequest]) -> Result<Fleece, EngineError> {
         let (lock, rec) = self.lock_and_get(name, "backup")?;
         let spec = rec.spec;
         let paths = self.paths(&spec.name);
         let o = observe(&spec, &paths).await;
-        if !o.state.is_active() {
+        let live = o.state.is_active();
+        if o.state == RunState::Crashed {
             return Err(EngineError::WrongState {
                 name: name.to_string(),
                 state: o.state,
-                hint: "a live export needs the VM running; a stopped VM's disks are read directly".into(),
+                hint: format!(
+                    "its disks were not closed cleanly; start it once (`corral vm start {name}`) or clear the crash with `corral vm kill {name}` first"
+                ),
             });
         }
-        let qmp = self.monitor(&spec, &paths).await?;
+        let (qmp, daemon) = if live {
+            (self.monitor(&spec, &paths).await?, None)
+        } else {
+            let (q, child) = self.storage_daemon(&spec, &paths).await?;
+            (q, Some(child))
+        };
         let mut disks = vec![];
         for r in requests {
             super::diskmgmt::find_disk(&spec, &r.disk)?;
-            let node = top_node(&qmp, name, &r.disk).await?;
+            let node = if live {
+                top_node(&qmp, name, &r.disk).await?
+            } else {
+                format!("drive-{}", r.disk)
+            };
             if let Some(b) = &r.since_bitmap {
-                if !bitmaps_of(&qmp, name, &r.disk).await?.iter().any(|(n, _)| n == b) {
+                let found = node_bitmaps(&qmp, name, &node).await?;
+                let why = match found.iter().find(|(n, _, _)| n == b) {
+                    None => Some("it has no dirty bitmap"),
+                    // QEMU was killed while the bitmap was in use: it may miss changes.
+                    Some((_, _, true)) => {
+                        Some("QEMU marked the dirty bitmap inconsistent (it was not closed cleanly) for")
+                    }
+                    Some(_) => None,
+                };
+                if let Some(why) = why {
+                    if let Some(mut d) = daemon {
+                        // `quit`, not a kill: a killed daemon leaves the bitmaps marked in use.
+                        let _ = qmp.execute("quit", None).await;
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(20), d.wait()).await;
+                    }
                     return Err(EngineError::invalid(
                         name,
                         "backup",
-                        format!("disk {} has no dirty bitmap {b:?}; read it in full", r.disk),
+                        format!("disk {}: {why} {b:?}; read it in full", r.disk),
                     ));
                 }
             }
@@ -142,10 +173,10 @@ impl Engine {
                 export: r.disk.clone(),
                 size,
                 bitmap: r.since_bitmap.clone(),
-                node,
-                fleece_node: format!("fl-{tag}"),
+                node: node.clone(),
+                fleece_node: if live { format!("fl-{tag}") } else { node.clone() },
                 fleece_file: paths.run.join(format!("fleece-{}.qcow2", r.disk)),
-                job: format!("fleece-{tag}"),
+                job: if live { format!("fleece-{tag}") } else { String::new() },
                 new_bitmap: r.new_bitmap.clone(),
             });
         }
@@ -155,10 +186,12 @@ impl Engine {
             socket,
             disks,
             qmp,
+            daemon,
             _lock: lock,
         };
         if let Err(e) = self.fleece_setup(&spec, &mut fleece).await {
             let _ = self.fleece_teardown(&fleece, false).await;
+            let _ = self.stop_daemon(&mut fleece).await;
             return Err(e);
         }
         Ok(fleece)
@@ -166,7 +199,8 @@ impl Engine {
 
     async fn fleece_setup(&self, spec: &VmSpec, f: &mut Fleece) -> Result<(), EngineError> {
         let vm = spec.name.as_str();
-        for d in &f.disks {
+        let live = f.daemon.is_none();
+        for d in f.disks.iter().filter(|_| live) {
             let _ = std::fs::remove_file(&d.fleece_file);
             // The temporary image only receives the blocks the guest overwrites meanwhile.
             self.qemu_img(
@@ -197,9 +231,11 @@ impl Engine {
         }
         let mut actions = vec![];
         for d in &f.disks {
-            actions.push(json!({"type": "blockdev-backup", "data": {
-                "job-id": d.job, "device": d.node, "target": d.fleece_node, "sync": "none",
-            }}));
+            if live {
+                actions.push(json!({"type": "blockdev-backup", "data": {
+                    "job-id": d.job, "device": d.node, "target": d.fleece_node, "sync": "none",
+                }}));
+            }
             if let Some(b) = &d.bitmap {
                 actions.push(json!({"type": "block-dirty-bitmap-disable", "data": {"node": d.node, "name": b}}));
             }
@@ -238,8 +274,96 @@ impl Engine {
     /// Ends an export. `success`: the backup that read it is stored, so the frozen bitmaps
     /// go and the new ones are the reference from now on; otherwise the frozen bitmaps take
     /// back everything the new ones recorded, and the new ones go.
-    pub async fn fleece_close(&self, f: Fleece, success: bool) -> Result<(), EngineError> {
-        self.fleece_teardown(&f, success).await
+    pub async fn fleece_close(&self, mut f: Fleece, success: bool) -> Result<(), EngineError> {
+        let r = self.fleece_teardown(&f, success).await;
+        let quit = self.stop_daemon(&mut f).await;
+        r.and(quit)
+    }
+
+    /// Ends the storage daemon of a stopped VM's export with `quit`, so that it writes the
+    /// persistent bitmaps back into the images (a killed daemon would leave them
+    /// inconsistent).
+    async fn stop_daemon(&self, f: &mut Fleece) -> Result<(), EngineError> {
+        let Some(child) = f.daemon.as_mut() else { return Ok(()) };
+        let _ = f.qmp.execute("quit", None).await;
+        match tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(other) => Err(EngineError::op(
+                &f.vm,
+                "backup",
+                format!("qemu-storage-daemon ended badly: {other:?}"),
+            )),
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(EngineError::Timeout {
+                    what: format!("qemu-storage-daemon of {} to quit", f.vm),
+                    seconds: 20,
+                })
+            }
+        }
+    }
+
+    /// Opens a stopped VM's disks in a `qemu-storage-daemon` and connects to its monitor.
+    async fn storage_daemon(
+        &self,
+        spec: &VmSpec,
+        paths: &crate::paths::VmPaths,
+    ) -> Result<(Qmp, tokio::process::Child), EngineError> {
+        let vm = spec.name.as_str();
+        let bin = crate::process::find_binary(&self.cfg.qemu.storage_daemon).map_err(|_| EngineError::QemuMissing {
+            binary: self.cfg.qemu.storage_daemon.clone(),
+            where_: " in $PATH".into(),
+        })?;
+        crate::paths::ensure_dir(&paths.run, 0o700).map_err(EngineError::io(&paths.run))?;
+        let mon = paths.run.join("qsd.sock");
+        let _ = std::fs::remove_file(&mon);
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.arg("--chardev")
+            .arg(format!("socket,id=mon,path={},server=on,wait=off", mon.display()))
+            .arg("--monitor")
+            .arg("chardev=mon");
+        for d in &spec.disks {
+            let blockdev = json!({
+                "driver": d.format.as_str(),
+                "node-name": format!("drive-{}", d.name),
+                "file": {"driver": "file", "filename": super::layers::disk_path(d, paths).display().to_string()},
+            });
+            cmd.arg("--blockdev").arg(blockdev.to_string());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(paths.qemu_log())
+            .map_err(EngineError::io(paths.qemu_log()))?;
+        let mut child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(EngineError::io(paths.qemu_log()))?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(EngineError::io(&self.cfg.qemu.storage_daemon))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let last = crate::process::tail_lines(&paths.qemu_log(), 1).join(" ");
+                return Err(EngineError::op(
+                    vm,
+                    "backup",
+                    format!("qemu-storage-daemon could not open the disks ({status}): {last}"),
+                ));
+            }
+            if let Ok(q) = Qmp::connect(&mon).await {
+                return Ok((q, child));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill().await;
+                return Err(EngineError::Timeout {
+                    what: format!("qemu-storage-daemon of {vm}"),
+                    seconds: 10,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     async fn fleece_teardown(&self, f: &Fleece, success: bool) -> Result<(), EngineError> {
@@ -261,7 +385,8 @@ impl Engine {
             );
         }
         note(q.execute("nbd-server-stop", None).await);
-        for d in &f.disks {
+        let live = f.daemon.is_none();
+        for d in f.disks.iter().filter(|_| live) {
             note(
                 q.execute("block-job-cancel", Some(json!({"device": d.job, "force": true})))
                     .await,
@@ -280,16 +405,18 @@ impl Engine {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         for d in &f.disks {
-            note(
-                q.execute("blockdev-del", Some(json!({"node-name": d.fleece_node})))
-                    .await,
-            );
-            let _ = std::fs::remove_file(&d.fleece_file);
-            let present: Vec<String> = bitmaps_of(q, vm, &d.disk)
+            if live {
+                note(
+                    q.execute("blockdev-del", Some(json!({"node-name": d.fleece_node})))
+                        .await,
+                );
+                let _ = std::fs::remove_file(&d.fleece_file);
+            }
+            let present: Vec<String> = node_bitmaps(q, vm, &d.node)
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(n, _)| n)
+                .map(|(n, _, _)| n)
                 .collect();
             let has = |n: &str| present.iter().any(|p| p == n);
             let r = if success {
