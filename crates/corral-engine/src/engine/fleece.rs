@@ -22,7 +22,9 @@ use corral_qmp::Qmp;
 use corral_types::{RunState, VmSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::time::Duration;
 
+use super::agent::{AgentError, GuestAgent};
 use super::layers::top_node;
 use super::state::observe;
 use super::Engine;
@@ -67,6 +69,9 @@ pub struct Fleece {
     /// Unix socket of the NBD server (`nbd+unix:///EXPORT?socket=PATH`).
     pub socket: PathBuf,
     pub disks: Vec<FleeceDisk>,
+    /// Filesystems the guest agent froze around the switch (`None`: no agent answered, so
+    /// the point in time is crash-consistent).
+    pub frozen: Option<u64>,
     qmp: Qmp,
     /// For a stopped VM: the qemu-storage-daemon that holds its disks.
     daemon: Option<tokio::process::Child>,
@@ -187,6 +192,7 @@ impl Engine {
             disks,
             qmp,
             daemon,
+            frozen: None,
             _lock: lock,
         };
         if let Err(e) = self.fleece_setup(&spec, &mut fleece).await {
@@ -243,10 +249,50 @@ impl Engine {
                 "node": d.node, "name": d.new_bitmap, "persistent": true,
             }}));
         }
-        f.qmp
+        // The switch. With a guest agent, the guest's filesystems are frozen around it (and
+        // thawed on every path, the failed transaction included).
+        let mut agent = None;
+        if live && spec.guest_agent {
+            let sock = self.paths(&spec.name).qga_sock();
+            match GuestAgent::connect(&sock, Duration::from_secs(2)).await {
+                Ok(mut a) => match a.freeze(Duration::from_secs(30)).await {
+                    Ok(n) => {
+                        f.frozen = Some(n);
+                        agent = Some(a);
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            vm,
+                            "guest agent could not freeze filesystems ({e}); crash-consistent backup"
+                        );
+                        let _ = a.thaw(Duration::from_secs(10)).await;
+                    }
+                },
+                Err(e) => tracing::info!(vm, "no guest agent ({e}); crash-consistent backup"),
+            }
+        }
+        let switched = f
+            .qmp
             .execute("transaction", Some(json!({"actions": actions})))
             .await
-            .map_err(qmp_err(vm))?;
+            .map_err(qmp_err(vm));
+        if let Some(mut a) = agent {
+            let mut thawed = Err(AgentError::Unreachable("not tried".into()));
+            for _ in 0..3 {
+                thawed = a.thaw(Duration::from_secs(10)).await;
+                if thawed.is_ok() {
+                    break;
+                }
+            }
+            if let Err(e) = thawed {
+                return Err(EngineError::op(
+                    vm,
+                    "backup",
+                    format!("the guest agent did not thaw the guest's filesystems ({e}); they may still be frozen: run guest-fsfreeze-thaw in the guest"),
+                ));
+            }
+        }
+        switched?;
         let _ = std::fs::remove_file(&f.socket);
         f.qmp
             .execute(

@@ -2,6 +2,7 @@
 //! definition from the registry, observe the real runtime state, act, and clean up after
 //! themselves on every error path.
 
+pub mod agent;
 mod clone;
 mod console;
 pub mod define;
