@@ -12,6 +12,17 @@ use corral_qmp::Qmp;
 use corral_types::{Accel, ByteSize, DisplayMode, NetworkMode, VmName};
 use serde_json::json;
 
+/// Kills every QEMU started under the test's directory when the test ends, even by a panic.
+struct KillOnDrop(std::path::PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("{}/run/vms/", self.0.display())])
+            .status();
+    }
+}
+
 fn engine(dir: &Path) -> Engine {
     let cfg = HostConfig::parse(&format!(
         "data_dir = \"{0}/data\"\nrun_dir = \"{0}/run\"\n[qemu]\naccel = \"tcg\"\n",
@@ -89,6 +100,7 @@ async fn bitmap_count(status: &Qmp, name: &str) -> u64 {
 #[tokio::test]
 async fn point_in_time_export_with_bitmap_handover() {
     let dir = tempfile::Builder::new().prefix("fl").tempdir_in("/tmp").unwrap();
+    let _guard = KillOnDrop(dir.path().to_path_buf());
     let e = engine(dir.path());
     e.create(CreateOptions {
         name: "live".into(),
@@ -218,6 +230,7 @@ fn qemu_io_write(img: &Path, pattern: u8, offset: u64, len: u64) {
 #[tokio::test]
 async fn stopped_vm_exports_through_the_storage_daemon() {
     let dir = tempfile::Builder::new().prefix("fl").tempdir_in("/tmp").unwrap();
+    let _guard = KillOnDrop(dir.path().to_path_buf());
     let e = engine(dir.path());
     let spec = e
         .create(CreateOptions {
