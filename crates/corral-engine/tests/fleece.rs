@@ -149,6 +149,21 @@ async fn point_in_time_export_with_bitmap_handover() {
     guest_write(&status, 0x44, 3 << 20, 65536).await; // recorded by b2 only
     assert!(export_has(&f.socket, "disk0", 0x42, 0, 65536));
     assert!(export_has(&f.socket, "disk0", 0x43, 2 << 20, 65536));
+    // Our own NBD client reads the frozen bitmap: exactly the blocks written since the
+    // first export (0x42 at 0, 0x43 at 2M), and their data at the instant.
+    let opts = corral_nbd::ConnectOptions::new("disk0").dirty_bitmap("b1");
+    let mut nbd = corral_nbd::NbdClient::connect_unix(&f.socket, &opts).await.unwrap();
+    assert_eq!(nbd.size(), 16 << 20);
+    let dirty: Vec<(u64, u64)> = nbd
+        .dirty_extents("b1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.offset, e.length))
+        .collect();
+    assert_eq!(dirty, vec![(0, 65536), (2 << 20, 65536)]);
+    assert_eq!(nbd.read(2 << 20, 65536).await.unwrap(), vec![0x43u8; 65536]);
+    nbd.close().await.unwrap();
     // The backup "fails": b1 takes back what b2 recorded (the 0x44 write) and records again.
     e.fleece_close(f, false).await.unwrap();
     assert_eq!(bitmaps(&status).await, vec![("b1".to_string(), true)]);
