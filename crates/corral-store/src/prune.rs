@@ -125,3 +125,99 @@ impl Store {
         Ok(decisions)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86400;
+    // 2024-01-01T00:00:00Z, a Monday.
+    const T0: i64 = 1_704_067_200;
+
+    fn backups(times: &[i64]) -> Vec<(String, i64)> {
+        times.iter().enumerate().map(|(i, &t)| (format!("b{i:03}"), t)).collect()
+    }
+
+    fn kept(b: &[(String, i64)], p: PrunePolicy) -> Vec<String> {
+        let r = select(b, &p);
+        let mut k: Vec<String> = b
+            .iter()
+            .zip(&r)
+            .filter(|(_, r)| r.keep())
+            .map(|(b, _)| b.0.clone())
+            .collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn keep_last_takes_newest_whatever_the_input_order() {
+        let b = backups(&[T0 + 50, T0 + 10, T0 + 30, T0 + 20]);
+        let p = PrunePolicy { keep_last: 2, ..Default::default() };
+        assert_eq!(kept(&b, p), vec!["b000", "b002"]);
+    }
+
+    #[test]
+    fn daily_keeps_newest_of_each_day() {
+        // Two backups a day for five days.
+        let times: Vec<i64> = (0..5).flat_map(|d| [T0 + d * DAY + 3600, T0 + d * DAY + 7200]).collect();
+        let b = backups(&times);
+        let p = PrunePolicy { keep_daily: 3, ..Default::default() };
+        // Days 4, 3, 2: the later backup of each.
+        assert_eq!(kept(&b, p), vec!["b005", "b007", "b009"]);
+    }
+
+    #[test]
+    fn days_without_backups_do_not_count() {
+        let b = backups(&[T0, T0 + 10 * DAY, T0 + 20 * DAY]);
+        let p = PrunePolicy { keep_daily: 2, ..Default::default() };
+        assert_eq!(kept(&b, p), vec!["b001", "b002"]);
+    }
+
+    #[test]
+    fn weekly_periods_start_on_monday() {
+        // Sunday 2024-01-07 23:00 and Monday 2024-01-08 01:00 are different ISO weeks;
+        // Monday 01-01 and Sunday 01-07 are the same.
+        let b = backups(&[T0 + 3600, T0 + 6 * DAY + 82800, T0 + 7 * DAY + 3600]);
+        let p = PrunePolicy { keep_weekly: 5, ..Default::default() };
+        assert_eq!(kept(&b, p), vec!["b001", "b002"]);
+    }
+
+    #[test]
+    fn monthly_uses_calendar_months() {
+        // Jan 31 23:59:59 and Feb 1 00:00:00, Feb 29 (leap year), Mar 1.
+        let jan31 = T0 + 31 * DAY - 1;
+        let b = backups(&[T0, jan31, jan31 + 1, T0 + 59 * DAY + 10, T0 + 60 * DAY]);
+        let p = PrunePolicy { keep_monthly: 12, ..Default::default() };
+        assert_eq!(kept(&b, p), vec!["b001", "b003", "b004"]);
+        let p = PrunePolicy { keep_monthly: 1, ..Default::default() };
+        assert_eq!(kept(&b, p), vec!["b004"]);
+    }
+
+    #[test]
+    fn rules_combine_and_report_reasons() {
+        // One backup a day for 60 days.
+        let times: Vec<i64> = (0..60).map(|d| T0 + d * DAY + 100).collect();
+        let b = backups(&times);
+        let p = PrunePolicy { keep_last: 2, keep_daily: 7, keep_weekly: 4, keep_monthly: 3 };
+        let r = select(&b, &p);
+        let newest = &r[59];
+        assert!(newest.last && newest.daily && newest.weekly && newest.monthly);
+        // Daily: 53..=59; weekly: newest of 4 weeks (Sundays 55, 48, 41 and day 59's week);
+        // monthly: 59 (Feb 29), 30 (Jan 31).
+        let k = kept(&b, p);
+        assert_eq!(k, vec!["b030", "b041", "b048", "b053", "b054", "b055", "b056", "b057", "b058", "b059"]);
+        assert!(r[30].monthly && !r[30].daily);
+        assert!(!r[0].keep());
+    }
+
+    #[test]
+    fn empty_policy_keeps_nothing_and_same_time_ties_break_by_id() {
+        let b = backups(&[T0, T0, T0]);
+        assert!(kept(&b, PrunePolicy::default()).is_empty());
+        let p = PrunePolicy { keep_last: 1, ..Default::default() };
+        assert_eq!(kept(&b, p), vec!["b002"]);
+        let p = PrunePolicy { keep_daily: 1, ..Default::default() };
+        assert_eq!(kept(&b, p), vec!["b002"]);
+    }
+}
