@@ -10,6 +10,11 @@ pub const MIB: usize = 1024 * 1024;
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// Distinct seeds give distinct streams (xorshift needs a non-zero state).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -29,7 +34,7 @@ impl Rng {
 
 /// A synthetic disk: per 64 KiB chunk, 40% random, 30% text-like, 30% zero.
 pub fn make_disk(size: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::new(seed);
     let mut d = vec![0u8; size];
     for c in d.chunks_mut(CS) {
         match r.below(10) {
@@ -56,7 +61,7 @@ pub fn text_fill(r: &mut Rng, c: &mut [u8]) {
 
 /// Changes `n` scattered chunks (new random content); returns their offsets.
 pub fn scatter_changes(disk: &mut [u8], n: usize, seed: u64) -> Vec<u64> {
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::new(seed);
     let slots = disk.len() / CS;
     let mut offs = std::collections::BTreeSet::new();
     while offs.len() < n {
