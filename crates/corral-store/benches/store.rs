@@ -4,6 +4,7 @@
 //!   (compressible), 30% zero;
 //! - the incremental after 1% of the chunks (scattered) changed;
 //! - a verified restore of the incremental;
+//!
 //! with the store's size after each step.
 //!
 //! Run: `cargo bench -p corral-store --bench store` (release build). `CORRAL_BENCH_DIR`
@@ -44,7 +45,13 @@ fn chunk(i: usize, version: u64, buf: &mut [u8]) {
         }
         4..=6 => {
             const WORDS: [&[u8]; 8] = [
-                b"virtual ", b"machine ", b"backup ", b"chunk ", b"corral ", b"disk\n", b"the ",
+                b"virtual ",
+                b"machine ",
+                b"backup ",
+                b"chunk ",
+                b"corral ",
+                b"disk\n",
+                b"the ",
                 b"of ",
             ];
             let mut p = 0;

@@ -43,10 +43,7 @@ impl fmt::Debug for ChunkHash {
 /// True if every byte is zero (16 bytes at a time; this runs on every chunk read).
 pub fn is_all_zero(data: &[u8]) -> bool {
     let mut words = data.chunks_exact(16);
-    words
-        .by_ref()
-        .all(|w| u128::from_ne_bytes(w.try_into().unwrap()) == 0)
-        && words.remainder().iter().all(|&b| b == 0)
+    words.by_ref().all(|w| u128::from_ne_bytes(w.try_into().unwrap()) == 0) && words.remainder().iter().all(|&b| b == 0)
 }
 
 /// How a chunk's bytes are kept in a pack record (the record's `flags` byte).
@@ -77,22 +74,13 @@ pub fn encode(data: &[u8], level: i32) -> (Encoding, Vec<u8>) {
 
 /// Turns stored bytes back into the chunk and checks them against `expected`.
 /// Errors are plain descriptions; the caller adds backup, disk and offset.
-pub fn decode(
-    stored: &[u8],
-    enc: Encoding,
-    raw_len: usize,
-    expected: &ChunkHash,
-) -> Result<Vec<u8>, String> {
+pub fn decode(stored: &[u8], enc: Encoding, raw_len: usize, expected: &ChunkHash) -> Result<Vec<u8>, String> {
     let data = match enc {
         Encoding::Raw => stored.to_vec(),
-        Encoding::Zstd => zstd::bulk::decompress(stored, raw_len)
-            .map_err(|e| format!("does not decompress ({e})"))?,
+        Encoding::Zstd => zstd::bulk::decompress(stored, raw_len).map_err(|e| format!("does not decompress ({e})"))?,
     };
     if data.len() != raw_len {
-        return Err(format!(
-            "has {} bytes, its index says {raw_len}",
-            data.len()
-        ));
+        return Err(format!("has {} bytes, its index says {raw_len}", data.len()));
     }
     let got = ChunkHash::of(&data);
     if got != *expected {
@@ -135,7 +123,9 @@ mod tests {
 
     #[test]
     fn random_data_stays_raw() {
-        let data: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let mut x = 0x12345678u64;
         let data: Vec<u8> = data
             .iter()

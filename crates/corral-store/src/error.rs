@@ -34,11 +34,7 @@ pub enum StoreError {
          use a newer corral for this store",
         path.display()
     )]
-    UnsupportedVersion {
-        path: PathBuf,
-        found: u32,
-        supported: u32,
-    },
+    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
 
     #[error("{} is not a corral store (no store.json); create one with Store::init", path.display())]
     NotAStore { path: PathBuf },

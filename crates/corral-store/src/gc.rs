@@ -114,26 +114,19 @@ impl Store {
         let packs_before = self.packs_size()?;
         let plans = {
             let map = self.inner.map.read().unwrap();
-            r.missing_chunks = referenced
-                .iter()
-                .filter(|h| !map.by_hash.contains_key(h))
-                .count() as u64;
+            r.missing_chunks = referenced.iter().filter(|h| !map.by_hash.contains_key(h)).count() as u64;
             let is_live = |pack_no: usize, e: &PackEntry| {
                 referenced.contains(&e.hash)
-                    && map.by_hash.get(&e.hash).is_some_and(|l| {
-                        l.pack as usize == pack_no && l.entry.offset == e.offset
-                    })
+                    && map
+                        .by_hash
+                        .get(&e.hash)
+                        .is_some_and(|l| l.pack as usize == pack_no && l.entry.offset == e.offset)
             };
             let mut plans = Vec::new();
             for (no, id) in map.packs.iter().enumerate() {
                 let idx = pack::read_pidx(&pack::pidx_path(&packs_dir, id))?;
                 let total: u64 = idx.entries.iter().map(|e| e.record_len()).sum();
-                let live: Vec<PackEntry> = idx
-                    .entries
-                    .iter()
-                    .filter(|e| is_live(no, e))
-                    .copied()
-                    .collect();
+                let live: Vec<PackEntry> = idx.entries.iter().filter(|e| is_live(no, e)).copied().collect();
                 let garbage = total - live.iter().map(|e| e.record_len()).sum::<u64>();
                 plans.push((id.clone(), idx.entries.len() as u64, live, total, garbage));
             }

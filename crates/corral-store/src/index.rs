@@ -54,9 +54,8 @@ impl DiskIndex {
         if bytes.len() < 8 || &bytes[..8] != DIDX_MAGIC {
             return Err(StoreError::corrupt(path, "bad magic (not a corral disk index)"));
         }
-        let body = fsutil::check_trailer(bytes).ok_or_else(|| {
-            StoreError::corrupt(path, "checksum mismatch (truncated or modified disk index)")
-        })?;
+        let body = fsutil::check_trailer(bytes)
+            .ok_or_else(|| StoreError::corrupt(path, "checksum mismatch (truncated or modified disk index)"))?;
         let bad = || StoreError::corrupt(path, "truncated disk index");
         let mut c = Cursor::new(body);
         c.pos = 8;

@@ -57,7 +57,6 @@ pub fn exclusive(root: &Path, wait: bool) -> Result<StoreLock> {
     } else {
         FlockArg::LockExclusiveNonblock
     };
-    take(root, arg)?.ok_or_else(|| {
-        StoreError::Busy("a backup, restore or verify is using the store; gc must wait".into())
-    })
+    take(root, arg)?
+        .ok_or_else(|| StoreError::Busy("a backup, restore or verify is using the store; gc must wait".into()))
 }

@@ -88,9 +88,8 @@ impl Manifest {
         struct Version {
             format_version: u32,
         }
-        let v: Version = serde_json::from_slice(bytes).map_err(|e| {
-            StoreError::corrupt(path, format!("not a valid manifest ({e})"))
-        })?;
+        let v: Version = serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::corrupt(path, format!("not a valid manifest ({e})")))?;
         if v.format_version > MANIFEST_VERSION {
             return Err(StoreError::UnsupportedVersion {
                 path: path.to_path_buf(),
@@ -98,8 +97,7 @@ impl Manifest {
                 supported: MANIFEST_VERSION,
             });
         }
-        serde_json::from_slice(bytes)
-            .map_err(|e| StoreError::corrupt(path, format!("not a valid manifest ({e})")))
+        serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(path, format!("not a valid manifest ({e})")))
     }
 
     pub fn disk(&self, name: &str) -> Option<&DiskEntry> {

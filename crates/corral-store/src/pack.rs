@@ -102,18 +102,11 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    pub fn append(
-        &mut self,
-        hash: ChunkHash,
-        enc: Encoding,
-        raw_len: u32,
-        stored: &[u8],
-    ) -> Result<PackEntry> {
+    pub fn append(&mut self, hash: ChunkHash, enc: Encoding, raw_len: u32, stored: &[u8]) -> Result<PackEntry> {
         let entry = PackEntry {
             hash,
             offset: self.len,
-            stored_len: u32::try_from(stored.len())
-                .map_err(|_| StoreError::Invalid("chunk too large".into()))?,
+            stored_len: u32::try_from(stored.len()).map_err(|_| StoreError::Invalid("chunk too large".into()))?,
             raw_len,
             enc,
         };
@@ -186,9 +179,8 @@ pub fn read_pidx(path: &Path) -> Result<PackIndex> {
     if bytes.len() < 8 || &bytes[..8] != PIDX_MAGIC {
         return Err(StoreError::corrupt(path, "bad magic (not a corral pack index)"));
     }
-    let body = fsutil::check_trailer(&bytes).ok_or_else(|| {
-        StoreError::corrupt(path, "checksum mismatch (truncated or modified pack index)")
-    })?;
+    let body = fsutil::check_trailer(&bytes)
+        .ok_or_else(|| StoreError::corrupt(path, "checksum mismatch (truncated or modified pack index)"))?;
     let mut c = Cursor::new(body);
     c.pos = 8;
     let bad = || StoreError::corrupt(path, "truncated pack index");

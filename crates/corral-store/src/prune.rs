@@ -41,23 +41,26 @@ impl Reasons {
     }
 }
 
+/// A period rule: how many periods to keep, the period of a time, what to mark.
+type Rule<'a> = (u32, &'a dyn Fn(i64) -> i64, fn(&mut Reasons));
+
 /// For backups given as (id, unix seconds) in any order, returns per input position why it
 /// is kept. Newest first by (time, id); each rule walks that order and keeps the first
 /// backup of each new period until it has kept N. An all-zero policy keeps nothing.
 pub fn select(backups: &[(String, i64)], policy: &PrunePolicy) -> Vec<Reasons> {
     let mut order: Vec<usize> = (0..backups.len()).collect();
-    order.sort_by(|&a, &b| {
-        (backups[b].1, &backups[b].0).cmp(&(backups[a].1, &backups[a].0))
-    });
+    order.sort_by(|&a, &b| (backups[b].1, &backups[b].0).cmp(&(backups[a].1, &backups[a].0)));
     let mut out = vec![Reasons::default(); backups.len()];
     for &i in order.iter().take(policy.keep_last as usize) {
         out[i].last = true;
     }
     let day = |t: i64| t.div_euclid(86400);
-    let rules: [(u32, &dyn Fn(i64) -> i64, fn(&mut Reasons)); 3] = [
+    let rules: [Rule; 3] = [
         (policy.keep_daily, &day, |r| r.daily = true),
         // Days since the epoch of the period's Monday (1970-01-01 was a Thursday).
-        (policy.keep_weekly, &|t| day(t) - (day(t) + 3).rem_euclid(7), |r| r.weekly = true),
+        (policy.keep_weekly, &|t| day(t) - (day(t) + 3).rem_euclid(7), |r| {
+            r.weekly = true
+        }),
         (
             policy.keep_monthly,
             &|t| {
@@ -135,7 +138,11 @@ mod tests {
     const T0: i64 = 1_704_067_200;
 
     fn backups(times: &[i64]) -> Vec<(String, i64)> {
-        times.iter().enumerate().map(|(i, &t)| (format!("b{i:03}"), t)).collect()
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (format!("b{i:03}"), t))
+            .collect()
     }
 
     fn kept(b: &[(String, i64)], p: PrunePolicy) -> Vec<String> {
@@ -153,16 +160,24 @@ mod tests {
     #[test]
     fn keep_last_takes_newest_whatever_the_input_order() {
         let b = backups(&[T0 + 50, T0 + 10, T0 + 30, T0 + 20]);
-        let p = PrunePolicy { keep_last: 2, ..Default::default() };
+        let p = PrunePolicy {
+            keep_last: 2,
+            ..Default::default()
+        };
         assert_eq!(kept(&b, p), vec!["b000", "b002"]);
     }
 
     #[test]
     fn daily_keeps_newest_of_each_day() {
         // Two backups a day for five days.
-        let times: Vec<i64> = (0..5).flat_map(|d| [T0 + d * DAY + 3600, T0 + d * DAY + 7200]).collect();
+        let times: Vec<i64> = (0..5)
+            .flat_map(|d| [T0 + d * DAY + 3600, T0 + d * DAY + 7200])
+            .collect();
         let b = backups(&times);
-        let p = PrunePolicy { keep_daily: 3, ..Default::default() };
+        let p = PrunePolicy {
+            keep_daily: 3,
+            ..Default::default()
+        };
         // Days 4, 3, 2: the later backup of each.
         assert_eq!(kept(&b, p), vec!["b005", "b007", "b009"]);
     }
@@ -170,7 +185,10 @@ mod tests {
     #[test]
     fn days_without_backups_do_not_count() {
         let b = backups(&[T0, T0 + 10 * DAY, T0 + 20 * DAY]);
-        let p = PrunePolicy { keep_daily: 2, ..Default::default() };
+        let p = PrunePolicy {
+            keep_daily: 2,
+            ..Default::default()
+        };
         assert_eq!(kept(&b, p), vec!["b001", "b002"]);
     }
 
@@ -179,7 +197,10 @@ mod tests {
         // Sunday 2024-01-07 23:00 and Monday 2024-01-08 01:00 are different ISO weeks;
         // Monday 01-01 and Sunday 01-07 are the same.
         let b = backups(&[T0 + 3600, T0 + 6 * DAY + 82800, T0 + 7 * DAY + 3600]);
-        let p = PrunePolicy { keep_weekly: 5, ..Default::default() };
+        let p = PrunePolicy {
+            keep_weekly: 5,
+            ..Default::default()
+        };
         assert_eq!(kept(&b, p), vec!["b001", "b002"]);
     }
 
@@ -188,9 +209,15 @@ mod tests {
         // Jan 31 23:59:59 and Feb 1 00:00:00, Feb 29 (leap year), Mar 1.
         let jan31 = T0 + 31 * DAY - 1;
         let b = backups(&[T0, jan31, jan31 + 1, T0 + 59 * DAY + 10, T0 + 60 * DAY]);
-        let p = PrunePolicy { keep_monthly: 12, ..Default::default() };
+        let p = PrunePolicy {
+            keep_monthly: 12,
+            ..Default::default()
+        };
         assert_eq!(kept(&b, p), vec!["b001", "b003", "b004"]);
-        let p = PrunePolicy { keep_monthly: 1, ..Default::default() };
+        let p = PrunePolicy {
+            keep_monthly: 1,
+            ..Default::default()
+        };
         assert_eq!(kept(&b, p), vec!["b004"]);
     }
 
@@ -199,14 +226,22 @@ mod tests {
         // One backup a day for 60 days.
         let times: Vec<i64> = (0..60).map(|d| T0 + d * DAY + 100).collect();
         let b = backups(&times);
-        let p = PrunePolicy { keep_last: 2, keep_daily: 7, keep_weekly: 4, keep_monthly: 3 };
+        let p = PrunePolicy {
+            keep_last: 2,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 3,
+        };
         let r = select(&b, &p);
         let newest = &r[59];
         assert!(newest.last && newest.daily && newest.weekly && newest.monthly);
         // Daily: 53..=59; weekly: newest of 4 weeks (Sundays 55, 48, 41 and day 59's week);
         // monthly: 59 (Feb 29), 30 (Jan 31).
         let k = kept(&b, p);
-        assert_eq!(k, vec!["b030", "b041", "b048", "b053", "b054", "b055", "b056", "b057", "b058", "b059"]);
+        assert_eq!(
+            k,
+            vec!["b030", "b041", "b048", "b053", "b054", "b055", "b056", "b057", "b058", "b059"]
+        );
         assert!(r[30].monthly && !r[30].daily);
         assert!(!r[0].keep());
     }
@@ -215,9 +250,15 @@ mod tests {
     fn empty_policy_keeps_nothing_and_same_time_ties_break_by_id() {
         let b = backups(&[T0, T0, T0]);
         assert!(kept(&b, PrunePolicy::default()).is_empty());
-        let p = PrunePolicy { keep_last: 1, ..Default::default() };
+        let p = PrunePolicy {
+            keep_last: 1,
+            ..Default::default()
+        };
         assert_eq!(kept(&b, p), vec!["b002"]);
-        let p = PrunePolicy { keep_daily: 1, ..Default::default() };
+        let p = PrunePolicy {
+            keep_daily: 1,
+            ..Default::default()
+        };
         assert_eq!(kept(&b, p), vec!["b002"]);
     }
 }

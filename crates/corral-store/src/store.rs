@@ -94,9 +94,7 @@ impl ChunkMap {
         let n = self.packs.len() as u32;
         self.packs.push(id.to_string());
         for e in entries {
-            self.by_hash
-                .entry(e.hash)
-                .or_insert(Loc { pack: n, entry: *e });
+            self.by_hash.entry(e.hash).or_insert(Loc { pack: n, entry: *e });
         }
     }
 }
@@ -149,9 +147,7 @@ impl Store {
         let sj = root.join("store.json");
         let bytes = match fs::read(&sj) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::NotAStore { path: root })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotAStore { path: root }),
             Err(e) => return Err(StoreError::io(&sj, e)),
         };
         #[derive(Deserialize)]
@@ -169,7 +165,9 @@ impl Store {
         }
         let file: StoreFile = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::corrupt(&sj, format!("not valid store settings ({e})")))?;
-        file.config.validate().map_err(|e| StoreError::corrupt(&sj, e.to_string()))?;
+        file.config
+            .validate()
+            .map_err(|e| StoreError::corrupt(&sj, e.to_string()))?;
         let store = Store {
             inner: Arc::new(Inner {
                 root,
@@ -205,10 +203,7 @@ impl Store {
     fn gc_generation(&self) -> Result<u64> {
         let p = self.inner.root.join("gc-generation");
         match fs::read_to_string(&p) {
-            Ok(s) => s
-                .trim()
-                .parse()
-                .map_err(|_| StoreError::corrupt(&p, "not a number")),
+            Ok(s) => s.trim().parse().map_err(|_| StoreError::corrupt(&p, "not a number")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(StoreError::io(&p, e)),
         }
@@ -353,19 +348,14 @@ impl Store {
 
     /// Reads a chunk and checks it against its hash. Errors are descriptions for
     /// [`StoreError::BadChunk`].
-    pub(crate) fn read_chunk(
-        &self,
-        files: &mut PackFiles,
-        h: &ChunkHash,
-    ) -> Result<Vec<u8>, String> {
+    pub(crate) fn read_chunk(&self, files: &mut PackFiles, h: &ChunkHash) -> Result<Vec<u8>, String> {
         let (pack_id, e) = self
             .lookup(h)
             .ok_or_else(|| "is missing (no pack in the store holds it)".to_string())?;
         let path = pack::pack_path(&self.packs_dir(), &pack_id);
         let f = files.get(&path)?;
         let stored = pack::read_record(f, &path, &e)?;
-        chunk::decode(&stored, e.enc, e.raw_len as usize, h)
-            .map_err(|p| format!("{p} (in {})", path.display()))
+        chunk::decode(&stored, e.enc, e.raw_len as usize, h).map_err(|p| format!("{p} (in {})", path.display()))
     }
 }
 

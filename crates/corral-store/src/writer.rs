@@ -194,7 +194,7 @@ impl BackupWriter {
             .ok_or_else(|| StoreError::Invalid("not a stored disk of this backup".into()))?;
         let cs = disk.entry.chunk_size as u64;
         let size = disk.entry.info.size;
-        if offset % cs != 0 || offset >= size {
+        if !offset.is_multiple_of(cs) || offset >= size {
             return Err(StoreError::Invalid(format!(
                 "disk {:?}: offset {offset} is not a chunk boundary ({cs} bytes) inside the \
                  disk ({size} bytes)",

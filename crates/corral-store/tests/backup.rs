@@ -17,7 +17,10 @@ fn full_then_incremental_stores_only_changed_chunks_and_restores_exactly() {
     assert_eq!(m1.kind, BackupKind::Full);
     assert_eq!(m1.stats.bytes_read, 64 * MIB as u64);
     assert_eq!(m1.stats.zero_chunks, zero_slots);
-    assert_eq!(m1.stats.new_chunks + m1.stats.zero_chunks + m1.stats.reused_chunks, 1024);
+    assert_eq!(
+        m1.stats.new_chunks + m1.stats.zero_chunks + m1.stats.reused_chunks,
+        1024
+    );
     let after_full = s.packs_size().unwrap();
 
     // 1% of the chunks changed, scattered.
@@ -182,10 +185,17 @@ fn writer_refuses_bad_input() {
 fn store_config_is_checked_and_kept() {
     let t = tempfile::tempdir().unwrap();
     for cs in [1000, 2048, 8 * MIB as u32] {
-        let c = corral_store::StoreConfig { chunk_size: cs, ..Default::default() };
+        let c = corral_store::StoreConfig {
+            chunk_size: cs,
+            ..Default::default()
+        };
         assert!(Store::init(t.path().join(format!("s{cs}")), c).is_err(), "{cs}");
     }
-    let c = corral_store::StoreConfig { chunk_size: 4096, zstd_level: 9, pack_target: MIB as u64 };
+    let c = corral_store::StoreConfig {
+        chunk_size: 4096,
+        zstd_level: 9,
+        pack_target: MIB as u64,
+    };
     let s = Store::init(t.path().join("s"), c.clone()).unwrap();
     assert!(Store::init(t.path().join("s"), c.clone()).is_err());
     assert_eq!(Store::open(t.path().join("s")).unwrap().config(), &c);

@@ -92,7 +92,12 @@ fn killed_writer_leaves_nothing_visible_and_gc_frees_its_debris() {
     let size_before = s.packs_size().unwrap();
 
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_writer_that_gets_killed", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_writer_that_gets_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, s.root())
         .spawn()
         .unwrap();
@@ -119,17 +124,29 @@ fn killed_writer_leaves_nothing_visible_and_gc_frees_its_debris() {
     assert_eq!(s.list(None).unwrap().len(), 2);
 
     // gc does not wait for a dead writer (its flock died with it) and removes the debris.
-    let r = s.gc(&GcOptions { wait: false, ..Default::default() }).unwrap();
+    let r = s
+        .gc(&GcOptions {
+            wait: false,
+            ..Default::default()
+        })
+        .unwrap();
     assert!(r.debris_files >= 1, "{r:?}");
     assert!(r.bytes_freed > 0, "{r:?}");
     assert_eq!(file_count(&s.root().join("tmp")), 0);
     let leftover: Vec<String> = std::fs::read_dir(s.root().join("packs"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".tmp") || n.ends_with(".pack") && !s.root().join("packs").join(n.replace(".pack", ".pidx")).exists())
+        .filter(|n| {
+            n.ends_with(".tmp")
+                || n.ends_with(".pack") && !s.root().join("packs").join(n.replace(".pack", ".pidx")).exists()
+        })
         .collect();
     assert!(leftover.is_empty(), "{leftover:?}");
-    assert_eq!(s.packs_size().unwrap(), size_before, "only the complete backups' chunks remain");
+    assert_eq!(
+        s.packs_size().unwrap(),
+        size_before,
+        "only the complete backups' chunks remain"
+    );
     assert!(s.verify(&[]).unwrap().is_ok());
     assert_eq!(restore(&s, &id, "disk0"), disk);
 }
@@ -186,7 +203,10 @@ fn concurrent_writers_both_succeed_and_gc_waits_for_them() {
         })
         .collect();
     // A gc that cannot wait while both write either runs before or reports busy.
-    let _ = s.gc(&GcOptions { wait: false, ..Default::default() });
+    let _ = s.gc(&GcOptions {
+        wait: false,
+        ..Default::default()
+    });
     let done: Vec<(String, Vec<u8>)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(s.list(None).unwrap().len(), 2);
     s.gc(&GcOptions::default()).unwrap();
@@ -197,7 +217,13 @@ fn concurrent_writers_both_succeed_and_gc_waits_for_them() {
 
     // A gc asked not to wait refuses while a writer is open; a waiting one blocks until done.
     let w = begin(&s, "vm0", BackupKind::Full, None);
-    let e = s.gc(&GcOptions { wait: false, ..Default::default() }).unwrap_err().to_string();
+    let e = s
+        .gc(&GcOptions {
+            wait: false,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("busy"), "{e}");
     let s2 = s.clone();
     let gc = std::thread::spawn(move || {

@@ -84,7 +84,9 @@ fn flipped_byte_is_named_by_verify_and_fails_restore() {
     assert!(reader.next().is_none(), "reader continued after a bad chunk");
     drop(reader); // it holds the store lock shared; gc below would wait for it
     match &err {
-        StoreError::BadChunk { id, disk, offset: o, .. } => {
+        StoreError::BadChunk {
+            id, disk, offset: o, ..
+        } => {
             assert_eq!((id, disk.as_str(), *o), (&id1, "disk0", offset));
         }
         e => panic!("wrong error {e}"),
@@ -105,11 +107,25 @@ fn truncated_or_missing_pack_is_reported_per_chunk() {
     let id = full(&s, "vm", &disk);
     let pack = packs(&s).pop().unwrap();
     let len = fs::metadata(&pack).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len / 2).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let r = s.verify(&[]).unwrap();
     assert!(!r.problems.is_empty());
-    assert!(r.problems.iter().all(|p| p.problem.contains("truncated")), "{:?}", r.problems[0]);
-    let e = s.read_disk(&id, "disk0").unwrap().find_map(|c| c.err()).unwrap().to_string();
+    assert!(
+        r.problems.iter().all(|p| p.problem.contains("truncated")),
+        "{:?}",
+        r.problems[0]
+    );
+    let e = s
+        .read_disk(&id, "disk0")
+        .unwrap()
+        .find_map(|c| c.err())
+        .unwrap()
+        .to_string();
     assert!(e.contains("truncated") && e.contains(&id), "{e}");
 
     fs::remove_file(&pack).unwrap();
@@ -160,7 +176,10 @@ fn broken_store_files_are_named() {
     let pgood = fs::read(&pidx).unwrap();
     fs::write(&pidx, b"NOTAPIDX and more bytes than that, still too short").unwrap();
     let e = Store::open(&root).err().unwrap().to_string();
-    assert!(e.contains(pidx.file_name().unwrap().to_str().unwrap()) && e.contains("bad magic"), "{e}");
+    assert!(
+        e.contains(pidx.file_name().unwrap().to_str().unwrap()) && e.contains("bad magic"),
+        "{e}"
+    );
     fs::write(&pidx, &pgood).unwrap();
 
     // store.json: unknown format version and garbage.

@@ -64,7 +64,10 @@ fn full_filesystem_fails_the_backup_cleanly() {
     let err = err.expect("16 MiB fitted into an 8 MiB tmpfs?");
     assert!(matches!(err, StoreError::NoSpace { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("no space left") && msg.contains("earlier backups are intact"), "{msg}");
+    assert!(
+        msg.contains("no space left") && msg.contains("earlier backups are intact"),
+        "{msg}"
+    );
     drop(w);
 
     // Earlier backup intact; nothing new listed.

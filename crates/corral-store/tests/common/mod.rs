@@ -48,7 +48,14 @@ pub fn make_disk(size: usize, seed: u64) -> Vec<u8> {
 
 pub fn text_fill(r: &mut Rng, c: &mut [u8]) {
     const WORDS: [&[u8]; 8] = [
-        b"virtual ", b"machine ", b"backup ", b"chunk ", b"corral ", b"disk\n", b"the ", b"of ",
+        b"virtual ",
+        b"machine ",
+        b"backup ",
+        b"chunk ",
+        b"corral ",
+        b"disk\n",
+        b"the ",
+        b"of ",
     ];
     let mut i = 0;
     while i < c.len() {
