@@ -1,0 +1,157 @@
+//! Store throughput (prints figures; not a pass/fail test).
+//!
+//! - full backup of a 1 GiB synthetic image: per 64 KiB chunk 40% random, 30% text-like
+//!   (compressible), 30% zero;
+//! - the incremental after 1% of the chunks (scattered) changed;
+//! - a verified restore of the incremental;
+//!
+//! with the store's size after each step.
+//!
+//! Run: `cargo bench -p corral-store --bench store` (release build). `CORRAL_BENCH_DIR`
+//! picks the directory (default: a temp dir under $TMPDIR).
+
+use std::time::Instant;
+
+use corral_store::{BackupKind, BeginOptions, DiskInfo, FinishOptions, Store, StoreConfig};
+
+const CS: usize = 64 * 1024;
+const SIZE: usize = 1 << 30;
+const MIB: f64 = 1024.0 * 1024.0;
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Chunk `i` of the image at `version` (chunks are generated, not kept: 1 GiB stays off
+/// the heap).
+fn chunk(i: usize, version: u64, buf: &mut [u8]) {
+    let mut r = Rng::new(i as u64 * 1000 + version);
+    let kind = Rng::new(i as u64).next() % 10;
+    match kind {
+        0..=3 => {
+            for c in buf.chunks_mut(8) {
+                c.copy_from_slice(&r.next().to_le_bytes());
+            }
+        }
+        4..=6 => {
+            const WORDS: [&[u8]; 8] = [
+                b"virtual ",
+                b"machine ",
+                b"backup ",
+                b"chunk ",
+                b"corral ",
+                b"disk\n",
+                b"the ",
+                b"of ",
+            ];
+            let mut p = 0;
+            while p < buf.len() {
+                let w = WORDS[(r.next() % 8) as usize];
+                let n = w.len().min(buf.len() - p);
+                buf[p..p + n].copy_from_slice(&w[..n]);
+                p += n;
+            }
+        }
+        _ => buf.fill(0),
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("store benchmark: run with `cargo bench -p corral-store --bench store`");
+        return;
+    }
+    let base = std::env::var_os("CORRAL_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::tempdir_in(base).unwrap();
+    let store = Store::init(tmp.path().join("store"), StoreConfig::default()).unwrap();
+    let slots = SIZE / CS;
+    let mut buf = vec![0u8; CS];
+    let disk = DiskInfo {
+        name: "disk0".into(),
+        size: SIZE as u64,
+        ..Default::default()
+    };
+    let spec = serde_json::json!({"name": "bench"});
+
+    // Full.
+    let t0 = Instant::now();
+    let mut w = store
+        .begin(BeginOptions {
+            vm: "bench".into(),
+            kind: BackupKind::Full,
+            parent: None,
+            spec: spec.clone(),
+        })
+        .unwrap();
+    let d = w.add_disk(disk.clone()).unwrap();
+    for i in 0..slots {
+        chunk(i, 0, &mut buf);
+        w.write_chunk(d, (i * CS) as u64, &buf).unwrap();
+    }
+    let full = w.finish(FinishOptions::default()).unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let size_full = store.packs_size().unwrap();
+    println!(
+        "full backup, 1 GiB (40% random, 30% text, 30% zero)   {:8.1} MiB/s   {:6.2} s   store {:7.1} MiB",
+        SIZE as f64 / MIB / secs,
+        secs,
+        size_full as f64 / MIB
+    );
+
+    // Incremental after 1% scattered changes.
+    let changed: Vec<usize> = (0..slots).step_by(100).collect();
+    let t0 = Instant::now();
+    let mut w = store
+        .begin(BeginOptions {
+            vm: "bench".into(),
+            kind: BackupKind::Incremental,
+            parent: Some(full.clone()),
+            spec,
+        })
+        .unwrap();
+    let d = w.add_disk(disk).unwrap();
+    for &i in &changed {
+        chunk(i, 1, &mut buf);
+        // Make every changed chunk non-zero and new.
+        buf[0] ^= 0x5a;
+        w.write_chunk(d, (i * CS) as u64, &buf).unwrap();
+    }
+    w.copy_all_unchanged_from_parent(d).unwrap();
+    let incr = w.finish(FinishOptions::default()).unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let changed_bytes = (changed.len() * CS) as f64;
+    let size_incr = store.packs_size().unwrap();
+    println!(
+        "incremental, {} changed chunks ({:.1} MiB)          {:8.1} MiB/s   {:6.3} s   store +{:6.1} MiB",
+        changed.len(),
+        changed_bytes / MIB,
+        changed_bytes / MIB / secs,
+        secs,
+        (size_incr - size_full) as f64 / MIB
+    );
+
+    // Verified restore of the incremental.
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    for c in store.read_disk(&incr, "disk0").unwrap() {
+        n += c.unwrap().data.len() as u64;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "restore (hash-verified), 1 GiB                         {:8.1} MiB/s   {:6.2} s",
+        n as f64 / MIB / secs,
+        secs
+    );
+}
