@@ -30,6 +30,24 @@ pub struct HostConfig {
     pub lifecycle: LifecycleConfig,
     #[serde(default)]
     pub disk: DiskConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+/// Where backups go and how the store is made (chunk size and compression are fixed when the
+/// store is created).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// The store directory (default: `<data_dir>/backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<PathBuf>,
+    /// Chunk size: the dirty-bitmap granularity, a power of two from 4K to 4M.
+    #[serde(default = "sixty_four_k")]
+    pub chunk_size: ByteSize,
+    /// zstd level for new chunks (1-22).
+    #[serde(default = "three")]
+    pub zstd_level: i32,
 }
 
 /// The overlay consolidation policy: `corral disk consolidate` merges an overlay (the active
@@ -106,6 +124,12 @@ fn one() -> u32 {
 fn half_gig() -> ByteSize {
     ByteSize(512 << 20)
 }
+fn sixty_four_k() -> ByteSize {
+    ByteSize(64 << 10)
+}
+fn three() -> i32 {
+    3
+}
 fn one_gig() -> ByteSize {
     ByteSize(1 << 30)
 }
@@ -160,6 +184,11 @@ impl Default for VmDefaults {
     }
 }
 impl Default for LifecycleConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+impl Default for BackupConfig {
     fn default() -> Self {
         toml::from_str("").expect("defaults")
     }

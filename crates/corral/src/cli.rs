@@ -46,9 +46,42 @@ pub enum Command {
     /// Long operations (clones, merges, snapshots) and their progress.
     #[command(subcommand)]
     Job(JobCmd),
+    /// Incremental, deduplicated backups into the store, and restores (first steps).
+    #[command(subcommand)]
+    Backup(BackupCmd),
     /// Host-wide actions for boot and shutdown.
     #[command(subcommand)]
     Host(HostCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCmd {
+    /// Back up VMs (live if running): incremental when the last backup's dirty bitmap is usable.
+    Run {
+        /// The VMs to back up.
+        #[arg(required = true)]
+        vms: Vec<String>,
+        /// Read every disk in full (still stores only new chunks).
+        #[arg(long)]
+        full: bool,
+        /// System disks only; data disks are recorded (size, bus, format) and come back empty.
+        #[arg(long)]
+        skeleton: bool,
+    },
+    /// List backups, oldest first.
+    #[command(alias = "ls")]
+    List {
+        /// Only this VM's backups.
+        vm: Option<String>,
+    },
+    /// Restore a backup as a new VM.
+    Restore {
+        /// The backup's id (`corral backup list`).
+        id: String,
+        /// The new VM's name.
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,7 @@
 //! The `corral` command. Parses arguments, opens the engine, runs one operation and prints
 //! its result; all VM logic lives in `corral-engine`.
 
+mod backup;
 mod cli;
 mod disk;
 mod layers;
@@ -48,6 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Disk(cmd) => disk::run(&engine, cmd, cli.json).await,
         Command::Image(cmd) => layers::image(&engine, cmd, cli.json),
         Command::Job(cmd) => layers::job(&engine, cmd, cli.json),
+        Command::Backup(cmd) => backup::run(&engine, cmd, cli.json).await,
         Command::Host(HostCmd::StopAll { save, timeout }) => {
             let report = engine.stop_all(save, timeout.map(|t| t.0)).await?;
             vm::print_host_report(&report, cli.json, if save { "saved or stopped" } else { "stopped" })

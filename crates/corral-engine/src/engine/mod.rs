@@ -3,6 +3,7 @@
 //! themselves on every error path.
 
 pub mod agent;
+pub mod backup;
 mod clone;
 mod console;
 pub mod define;

@@ -1,0 +1,389 @@
+//! `corral backup run` and `list`: the glue from the point-in-time export (`fleece.rs`)
+//! through our NBD client (`corral-nbd`) into the store (`corral-store`).
+//!
+//! Each disk keeps one persistent dirty bitmap named after the backup it belongs to
+//! (`corral-<backup id>`). An incremental reads only the chunks that bitmap marks and takes
+//! the rest from the parent backup; when the bitmap is missing, inconsistent (QEMU was
+//! killed) or the parent does not match, the backup reads everything instead (still storing
+//! only new chunks), so an incremental is never wrong.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corral_nbd::{ConnectOptions, NbdClient};
+use corral_store::{BackupKind, BeginOptions, DiskInfo, FinishOptions, Manifest, Store, StoreConfig};
+use corral_types::{DiskRole, VmSpec};
+use serde::Serialize;
+
+use super::fleece::FleeceRequest;
+use super::Engine;
+use crate::error::EngineError;
+
+/// What `corral backup run` reports per VM.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub id: String,
+    pub vm: String,
+    pub kind: String,
+    /// Why a requested incremental read everything, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fell_back: Option<String>,
+    /// Filesystems the guest agent froze at the point in time (`None`: crash-consistent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<u64>,
+    pub stats: corral_store::BackupStats,
+}
+
+fn bitmap_name(backup_id: &str) -> String {
+    format!("corral-{backup_id}")
+}
+
+fn store_err(e: corral_store::StoreError) -> EngineError {
+    EngineError::Tool {
+        what: "backup store".into(),
+        message: e.to_string(),
+    }
+}
+
+fn nbd_err(vm: &str) -> impl Fn(corral_nbd::NbdError) -> EngineError + '_ {
+    move |e| EngineError::op(vm, "backup", format!("reading the export: {e}"))
+}
+
+impl Engine {
+    /// The backup store: `[backup] store`, created on first use.
+    pub fn backup_store(&self) -> Result<Store, EngineError> {
+        let path: PathBuf = self
+            .cfg
+            .backup
+            .store
+            .clone()
+            .unwrap_or_else(|| self.cfg.data_dir.join("backups"));
+        if path.join("store.json").is_file() {
+            return Store::open(&path).map_err(store_err);
+        }
+        let config = StoreConfig {
+            chunk_size: self.cfg.backup.chunk_size.0 as u32,
+            zstd_level: self.cfg.backup.zstd_level,
+            ..StoreConfig::default()
+        };
+        Store::init(&path, config).map_err(store_err)
+    }
+
+    /// Backups in the store, oldest first.
+    pub fn backup_list(&self, vm: Option<&str>) -> Result<Vec<Manifest>, EngineError> {
+        self.backup_store()?.list(vm).map_err(store_err)
+    }
+
+    /// Backs up one VM (live if it runs). `full` forces reading everything.
+    pub async fn backup_run(&self, name: &str, full: bool, skeleton: bool) -> Result<BackupReport, EngineError> {
+        let spec = self.get_spec(name)?;
+        let store = self.backup_store()?;
+        let chunk = store.config().chunk_size as u64;
+        let parent = store
+            .list(Some(spec.name.as_str()))
+            .map_err(store_err)?
+            .into_iter()
+            .rev()
+            .find(|m| m.kind != BackupKind::Skeleton);
+        let read: Vec<&corral_types::DiskSpec> = spec
+            .disks
+            .iter()
+            .filter(|d| !skeleton || d.role == DiskRole::System)
+            .collect();
+        // An incremental needs every disk in the parent with the same size, and a bitmap.
+        let mut fell_back = None;
+        let since = |d: &corral_types::DiskSpec| -> Option<String> {
+            let p = parent.as_ref()?;
+            if full || skeleton {
+                return None;
+            }
+            let same = p.disks.iter().any(|e| e.info.name == d.name && e.stored);
+            same.then(|| bitmap_name(&p.id))
+        };
+        let since_all: Vec<Option<String>> = read.iter().map(|d| since(d)).collect();
+        let incremental = !since_all.is_empty() && since_all.iter().all(Option::is_some);
+        let kind = if skeleton {
+            BackupKind::Skeleton
+        } else if incremental {
+            BackupKind::Incremental
+        } else {
+            BackupKind::Full
+        };
+        let spec_doc = serde_json::to_value(&spec).map_err(|e| EngineError::op(name, "backup", e.to_string()))?;
+        let mut writer = store
+            .begin(BeginOptions {
+                vm: spec.name.to_string(),
+                kind,
+                parent: parent.as_ref().filter(|_| incremental).map(|p| p.id.clone()),
+                spec: spec_doc,
+            })
+            .map_err(store_err)?;
+        let new_bitmap = bitmap_name(writer.id());
+        let requests = |with_since: bool| -> Vec<FleeceRequest> {
+            read.iter()
+                .zip(&since_all)
+                .map(|(d, s)| FleeceRequest {
+                    disk: d.name.clone(),
+                    since_bitmap: if with_since { s.clone() } else { None },
+                    new_bitmap: new_bitmap.clone(),
+                })
+                .collect()
+        };
+        let (fleece, incremental) = match self.fleece_open(name, &requests(incremental)).await {
+            Ok(f) => (f, incremental),
+            Err(EngineError::Invalid { message, .. }) if incremental => {
+                // No usable bitmap: read everything (a wrong incremental is never an option).
+                tracing::warn!(vm = name, "incremental not possible ({message}); reading in full");
+                fell_back = Some(message);
+                drop(writer);
+                writer = store
+                    .begin(BeginOptions {
+                        vm: spec.name.to_string(),
+                        kind: BackupKind::Full,
+                        parent: None,
+                        spec: serde_json::to_value(&spec).unwrap_or_default(),
+                    })
+                    .map_err(store_err)?;
+                let new_bitmap = bitmap_name(writer.id());
+                let reqs: Vec<FleeceRequest> = requests(false)
+                    .into_iter()
+                    .map(|mut r| {
+                        r.new_bitmap = new_bitmap.clone();
+                        r
+                    })
+                    .collect();
+                (self.fleece_open(name, &reqs).await?, false)
+            }
+            Err(e) => return Err(e),
+        };
+        let frozen = fleece.frozen;
+        let result = async {
+            for d in &spec.disks {
+                let exported = fleece.disks.iter().find(|x| x.disk == d.name);
+                let info = DiskInfo {
+                    name: d.name.clone(),
+                    size: exported
+                        .map(|x| x.size)
+                        .unwrap_or_else(|| d.size.map(|s| s.0).unwrap_or(0)),
+                    role: d.role.as_str().into(),
+                    bus: d.bus.as_str().into(),
+                    format: d.format.as_str().into(),
+                };
+                let Some(x) = exported else {
+                    writer.add_skeleton_disk(info).map_err(store_err)?;
+                    continue;
+                };
+                let handle = writer.add_disk(info).map_err(store_err)?;
+                let mut opts = ConnectOptions::new(x.export.clone()).timeout(Some(Duration::from_secs(120)));
+                if let (true, Some(b)) = (incremental, &x.bitmap) {
+                    opts = opts.dirty_bitmap(b);
+                }
+                let mut nbd = NbdClient::connect_unix(&fleece.socket, &opts)
+                    .await
+                    .map_err(nbd_err(name))?;
+                let size = nbd.size();
+                // Which chunk offsets to read: the dirty ones, or every allocated one.
+                let mut offsets: Vec<u64> = vec![];
+                let extents = match (&x.bitmap, incremental) {
+                    (Some(b), true) => nbd.dirty_extents(b).await.map_err(nbd_err(name))?,
+                    _ => nbd
+                        .allocated_extents()
+                        .await
+                        .map_err(nbd_err(name))?
+                        .into_iter()
+                        .filter(|e| !e.is_zero())
+                        .collect(),
+                };
+                for e in extents {
+                    let mut off = e.offset / chunk * chunk;
+                    while off < e.end() {
+                        if offsets.last() != Some(&off) {
+                            offsets.push(off);
+                        }
+                        off += chunk;
+                    }
+                }
+                let mut written = std::collections::HashSet::new();
+                for off in offsets {
+                    let len = chunk.min(size - off) as usize;
+                    let data = nbd.read(off, len).await.map_err(nbd_err(name))?;
+                    writer.write_chunk(handle, off, &data).map_err(store_err)?;
+                    written.insert(off);
+                }
+                if incremental {
+                    writer.copy_all_unchanged_from_parent(handle).map_err(store_err)?;
+                } else {
+                    // Everything not read is a hole or reads as zeros.
+                    let mut off = 0;
+                    while off < size {
+                        if !written.contains(&off) {
+                            writer.zero(handle, off).map_err(store_err)?;
+                        }
+                        off += chunk;
+                    }
+                }
+                let _ = nbd.close().await;
+            }
+            Ok::<(), EngineError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                let stats = writer.stats().clone();
+                let id = writer
+                    .finish(FinishOptions {
+                        tags: spec.tags.clone(),
+                    })
+                    .map_err(store_err);
+                let ok = id.is_ok();
+                let closed = self.fleece_close(fleece, ok).await;
+                let id = id?;
+                closed?;
+                Ok(BackupReport {
+                    id,
+                    vm: spec.name.to_string(),
+                    kind: if incremental {
+                        "incremental"
+                    } else if skeleton {
+                        "skeleton"
+                    } else {
+                        "full"
+                    }
+                    .into(),
+                    fell_back,
+                    frozen,
+                    stats,
+                })
+            }
+            Err(e) => {
+                drop(writer);
+                let _ = self.fleece_close(fleece, false).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The spec a backup was taken with.
+pub fn manifest_spec(m: &Manifest) -> Option<VmSpec> {
+    serde_json::from_value(m.spec.clone()).ok()
+}
+
+/// One line of `corral backup list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    pub id: String,
+    pub vm: String,
+    /// `full`, `incremental` or `skeleton`.
+    pub kind: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Sum of the stored disks' sizes.
+    pub logical_size: u64,
+    pub new_bytes: u64,
+    pub stored_bytes: u64,
+    pub duration_ms: u64,
+}
+
+impl From<&Manifest> for BackupSummary {
+    fn from(m: &Manifest) -> Self {
+        BackupSummary {
+            id: m.id.clone(),
+            vm: m.vm.clone(),
+            kind: match m.kind {
+                BackupKind::Full => "full",
+                BackupKind::Incremental => "incremental",
+                BackupKind::Skeleton => "skeleton",
+            }
+            .into(),
+            time: m.time.clone(),
+            parent: m.parent.clone(),
+            logical_size: m.disks.iter().filter(|d| d.stored).map(|d| d.info.size).sum(),
+            new_bytes: m.stats.new_bytes,
+            stored_bytes: m.stats.stored_bytes,
+            duration_ms: m.stats.duration_ms,
+        }
+    }
+}
+
+impl Engine {
+    /// Restores a backup as a new VM: every stored disk is written (hash-checked, sparse) and
+    /// converted to qcow2; a disk the backup did not store comes back empty at its size.
+    pub async fn backup_restore(&self, id: &str, as_name: &str) -> Result<VmSpec, EngineError> {
+        let new = corral_types::VmName::new(as_name)?;
+        let store = self.backup_store()?;
+        let m = store.manifest(id).map_err(|e| {
+            EngineError::invalid("-", "restore", format!("{e}; `corral backup list` shows the backups"))
+        })?;
+        let mut spec = manifest_spec(&m)
+            .ok_or_else(|| EngineError::op(&m.vm, "restore", "the backup's VM spec cannot be read"))?;
+        if self.reg().get(new.as_str())?.is_some() {
+            return Err(EngineError::Exists(new.to_string()));
+        }
+        let _lock = self.lock(&new, "restore")?;
+        let paths = self.paths(&new);
+        if paths.data.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false) {
+            return Err(EngineError::invalid(
+                as_name,
+                "restore",
+                format!(
+                    "{} already holds files; move them away or pick another name",
+                    paths.data.display()
+                ),
+            ));
+        }
+        crate::paths::ensure_dir(&paths.data, 0o700).map_err(EngineError::io(&paths.data))?;
+        spec.name = new.clone();
+        spec.uuid = None;
+        spec.network.mac = None;
+        spec.network.forwards.clear();
+        spec.display.vnc_port = None;
+        spec.autostart = false;
+        let mut created: Vec<PathBuf> = vec![];
+        let result = (|| {
+            for entry in &m.disks {
+                let Some(d) = spec.disks.iter_mut().find(|d| d.name == entry.info.name) else {
+                    continue;
+                };
+                let target = paths.disk(&d.name);
+                created.push(target.clone());
+                if entry.stored {
+                    let raw = paths.data.join(format!("{}.restore.raw", d.name));
+                    created.push(raw.clone());
+                    let mut f = std::fs::File::create(&raw).map_err(EngineError::io(&raw))?;
+                    let reader = store.read_disk(id, &d.name).map_err(store_err)?;
+                    let size = reader.restore_to(&mut f).map_err(store_err)?;
+                    f.set_len(size).map_err(EngineError::io(&raw))?;
+                    f.sync_all().map_err(EngineError::io(&raw))?;
+                    let (r, t) = (raw.display().to_string(), target.display().to_string());
+                    self.qemu_img(
+                        &["convert", "-f", "raw", "-O", "qcow2", "-o", "lazy_refcounts=on", &r, &t],
+                        "qemu-img convert (restore)",
+                    )?;
+                    let _ = std::fs::remove_file(&raw);
+                } else {
+                    super::define::create_qcow2(
+                        &self.cfg.qemu.img_binary,
+                        &target,
+                        corral_types::ByteSize(entry.info.size),
+                    )?;
+                }
+                d.path = Some(target);
+                d.format = corral_types::DiskFormat::Qcow2;
+                d.size = Some(corral_types::ByteSize(entry.info.size));
+            }
+            self.normalize(&mut spec, None);
+            self.reg().insert(&spec)
+        })();
+        if let Err(e) = result {
+            for p in &created {
+                let _ = std::fs::remove_file(p);
+            }
+            let _ = std::fs::remove_dir(&paths.data);
+            return Err(e);
+        }
+        Ok(spec)
+    }
+}
