@@ -123,6 +123,7 @@ async fn point_in_time_export_with_bitmap_handover() {
         disk: "disk0".into(),
         since_bitmap: since.map(str::to_string),
         new_bitmap: new.into(),
+        ..Default::default()
     };
     let f = e.fleece_open("live", &[req(None, "b1")]).await.unwrap();
     assert_eq!(f.disks[0].size, 16 << 20);
@@ -264,6 +265,7 @@ async fn stopped_vm_exports_through_the_storage_daemon() {
         disk: "disk0".into(),
         since_bitmap: since.map(str::to_string),
         new_bitmap: new.into(),
+        ..Default::default()
     };
     let f = e.fleece_open("cold", &[req(None, "c1")]).await.unwrap();
     assert_eq!(f.disks[0].size, 16 << 20);

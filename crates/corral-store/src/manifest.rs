@@ -17,7 +17,8 @@ pub enum BackupKind {
     Full,
     /// Only the changed chunks read; the rest taken from the parent's disk indexes.
     Incremental,
-    /// VM definition only: disks are listed but not stored.
+    /// The system disk(s) read in full; the other disks are recorded (size, bus, format)
+    /// but not stored, and come back empty.
     Skeleton,
 }
 

@@ -128,11 +128,6 @@ impl BackupWriter {
     /// the same name (if any) is what `copy_unchanged_from_parent` copies from.
     pub fn add_disk(&mut self, info: DiskInfo) -> Result<DiskHandle> {
         self.check_new_disk(&info)?;
-        if self.opts.kind == BackupKind::Skeleton {
-            return Err(StoreError::Invalid(
-                "a skeleton backup stores no disk content; use add_skeleton_disk".into(),
-            ));
-        }
         let cs = self.store.config().chunk_size;
         let parent = match (&self.opts.parent, self.opts.kind) {
             (Some(p), BackupKind::Incremental) => {

@@ -4,7 +4,7 @@ use corral_engine::engine::backup::BackupSummary;
 use corral_engine::Engine;
 use corral_types::ByteSize;
 
-use crate::cli::BackupCmd;
+use crate::cli::{BackupCmd, StoreCmd};
 use crate::output;
 
 fn size(b: u64) -> String {
@@ -13,9 +13,17 @@ fn size(b: u64) -> String {
 
 pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
-        BackupCmd::Run { vms, full, skeleton } => {
+        BackupCmd::Run {
+            vms,
+            tag,
+            all,
+            exclude,
+            full,
+            skeleton,
+        } => {
+            let selected = engine.backup_select(&vms, &tag, all, &exclude)?;
             let mut reports = vec![];
-            for vm in &vms {
+            for vm in &selected {
                 let r = engine.backup_run(vm, full, skeleton).await?;
                 if !json {
                     let s = &r.stats;
@@ -65,12 +73,110 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
                 output::table(&["ID", "VM", "KIND", "TIME", "SIZE", "NEW", "TOOK"], &rows);
             }
         }
+        BackupCmd::Verify { ids } => {
+            let r = engine.backup_verify(&ids)?;
+            if json {
+                output::json(&r);
+            } else {
+                println!(
+                    "checked {} backup(s), {} chunks ({})",
+                    r.backups_checked,
+                    r.chunks_checked,
+                    size(r.bytes_checked)
+                );
+                for p in &r.problems {
+                    println!("chunk {} {}", p.hash, p.problem);
+                    for u in &p.used_by {
+                        println!(
+                            "  used by backup {} ({}) disk {} at offset {}",
+                            u.backup, u.vm, u.disk, u.offset
+                        );
+                    }
+                }
+                for b in &r.broken {
+                    println!("backup {} cannot be read: {}", b.backup, b.error);
+                }
+            }
+            if !r.problems.is_empty() || !r.broken.is_empty() {
+                anyhow::bail!(
+                    "{} bad chunk(s) and {} unreadable backup(s) in the store",
+                    r.problems.len(),
+                    r.broken.len()
+                );
+            }
+        }
+        BackupCmd::Prune {
+            vm,
+            all,
+            keep_last,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            dry_run,
+        } => {
+            let policy = corral_store_policy(keep_last, keep_daily, keep_weekly, keep_monthly);
+            let vms: Vec<String> = if all {
+                let mut v: Vec<String> = engine.backup_list(None)?.into_iter().map(|m| m.vm).collect();
+                v.sort();
+                v.dedup();
+                v
+            } else {
+                vm.into_iter().collect()
+            };
+            let mut out = vec![];
+            for vm in &vms {
+                for d in engine.backup_prune(vm, &policy, dry_run)? {
+                    if !json {
+                        let verb = match (d.keep, dry_run) {
+                            (true, _) => "keep",
+                            (false, true) => "would remove",
+                            (false, false) => "removed",
+                        };
+                        println!("{vm} {} {} {verb}", d.id, d.time);
+                    }
+                    out.push(serde_json::json!({"vm": vm, "decision": d}));
+                }
+            }
+            if json {
+                output::json(&out);
+            }
+        }
         BackupCmd::Restore { id, as_name } => {
             let spec = engine.backup_restore(&id, &as_name).await?;
             if json {
                 output::json(&serde_json::json!({"id": id, "vm": spec.name.as_str()}));
             } else {
                 println!("restored backup {id} as VM {}", spec.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn corral_store_policy(last: u32, daily: u32, weekly: u32, monthly: u32) -> corral_engine::engine::backup::PrunePolicy {
+    corral_engine::engine::backup::PrunePolicy {
+        keep_last: last,
+        keep_daily: daily,
+        keep_weekly: weekly,
+        keep_monthly: monthly,
+    }
+}
+
+pub fn store(engine: &Engine, cmd: StoreCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        StoreCmd::Gc => {
+            let r = engine.store_gc()?;
+            if json {
+                output::json(&r);
+            } else {
+                println!(
+                    "freed {} ({} chunks, {} packs deleted, {} repacked, {} leftovers of killed backups)",
+                    size(r.bytes_freed),
+                    r.chunks_freed,
+                    r.packs_deleted,
+                    r.packs_repacked,
+                    r.debris_files
+                );
             }
         }
     }

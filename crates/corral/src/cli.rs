@@ -49,6 +49,9 @@ pub enum Command {
     /// Incremental, deduplicated backups into the store, and restores (first steps).
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// The backup store itself.
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Host-wide actions for boot and shutdown.
     #[command(subcommand)]
     Host(HostCmd),
@@ -59,8 +62,17 @@ pub enum BackupCmd {
     /// Back up VMs (live if running): incremental when the last backup's dirty bitmap is usable.
     Run {
         /// The VMs to back up.
-        #[arg(required = true)]
+        #[arg(required_unless_present_any = ["tag", "all"])]
         vms: Vec<String>,
+        /// Every VM with this tag (repeatable).
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Every VM.
+        #[arg(long)]
+        all: bool,
+        /// Leave this VM out (with --all or --tag; repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
         /// Read every disk in full (still stores only new chunks).
         #[arg(long)]
         full: bool,
@@ -74,6 +86,32 @@ pub enum BackupCmd {
         /// Only this VM's backups.
         vm: Option<String>,
     },
+    /// Re-hash every chunk the backups refer to; names each corrupt or missing chunk with the
+    /// backups, disks and offsets affected.
+    Verify {
+        /// Backup ids (default: every backup).
+        ids: Vec<String>,
+    },
+    /// Delete a VM's backups that no keep-* rule keeps (their chunks go at the next `store gc`).
+    Prune {
+        /// The VM whose backups to prune.
+        #[arg(required_unless_present = "all")]
+        vm: Option<String>,
+        /// Every VM that has backups.
+        #[arg(long, conflicts_with = "vm")]
+        all: bool,
+        #[arg(long, default_value_t = 0)]
+        keep_last: u32,
+        #[arg(long, default_value_t = 0)]
+        keep_daily: u32,
+        #[arg(long, default_value_t = 0)]
+        keep_weekly: u32,
+        #[arg(long, default_value_t = 0)]
+        keep_monthly: u32,
+        /// Show what would go without deleting.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Restore a backup as a new VM.
     Restore {
         /// The backup's id (`corral backup list`).
@@ -82,6 +120,12 @@ pub enum BackupCmd {
         #[arg(long = "as", value_name = "NAME")]
         as_name: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Free chunks no backup refers to, and what killed backups left behind.
+    Gc,
 }
 
 #[derive(Subcommand, Debug)]

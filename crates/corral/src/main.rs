@@ -50,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(cmd) => layers::image(&engine, cmd, cli.json),
         Command::Job(cmd) => layers::job(&engine, cmd, cli.json),
         Command::Backup(cmd) => backup::run(&engine, cmd, cli.json).await,
+        Command::Store(cmd) => backup::store(&engine, cmd, cli.json),
         Command::Host(HostCmd::StopAll { save, timeout }) => {
             let report = engine.stop_all(save, timeout.map(|t| t.0)).await?;
             vm::print_host_report(&report, cli.json, if save { "saved or stopped" } else { "stopped" })

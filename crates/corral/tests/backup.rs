@@ -48,6 +48,36 @@ fn raw(env: &Env, img: &Path) -> Vec<u8> {
     std::fs::read(&out).unwrap()
 }
 
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The persistent bitmaps in a qcow2 image.
+fn image_bitmaps(img: &Path) -> Vec<String> {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["format-specific"]["data"]["bitmaps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn restore(env: &Env, id: &str, name: &str) -> PathBuf {
     env.ok(&["backup", "restore", id, "--as", name]);
     layers(env, name)[0].clone()
@@ -136,13 +166,112 @@ fn live_full_incremental_stopped_and_after_kill() {
     let r4 = restore(&env, after[0]["id"].as_str().unwrap(), "r4");
     assert!(same(&disk, &r4), "the fallback backup is bit-identical");
 
+    assert_eq!(
+        image_bitmaps(&disk),
+        vec![format!("corral-{}", after[0]["id"].as_str().unwrap())],
+        "the full read retired the inconsistent bitmap; one chain remains"
+    );
+
+    // Skeleton: the system disk is stored; a data disk comes back empty at its size.
+    env.ok(&[
+        "disk", "add", "bk", "--size", "16M", "--role", "data", "--name", "data1",
+    ]);
+    let data1 = env.json(&["vm", "show", "bk"])["spec"]["disks"][1]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    common::qemu_io(Path::new(&data1), "write -P 0x66 0 1M");
+    let sk = env.json(&["backup", "run", "bk", "--skeleton"]);
+    assert_eq!(sk[0]["kind"], "skeleton", "{sk}");
+    env.ok(&["backup", "restore", sk[0]["id"].as_str().unwrap(), "--as", "r5"]);
+    let r5 = env.json(&["vm", "show", "r5"]);
+    let r5_system = PathBuf::from(r5["spec"]["disks"][0]["path"].as_str().unwrap());
+    let r5_data = PathBuf::from(r5["spec"]["disks"][1]["path"].as_str().unwrap());
+    assert!(same(&disk, &r5_system), "the system disk is in the skeleton");
+    let data_raw = raw(&env, &r5_data);
+    assert_eq!(data_raw.len(), 16 << 20, "the data disk has its recorded size");
+    assert!(data_raw.iter().all(|b| *b == 0), "and comes back empty");
+    // Selection: --all minus the restored copies is just bk. data1 is new since the last
+    // full read, so this one reads in full; the one after is incremental again (the
+    // skeleton started no chain of its own).
+    let all_but = |extra: &[&str]| {
+        let mut a = vec!["backup", "run", "--all"];
+        for r in ["r1", "r2", "r3", "r4", "r5"] {
+            a.extend(["--exclude", r]);
+        }
+        a.extend_from_slice(extra);
+        env.json(&a)
+    };
+    let f = all_but(&[]);
+    assert_eq!(f.as_array().unwrap().len(), 1, "{f}");
+    assert_eq!(
+        (f[0]["vm"].as_str(), f[0]["kind"].as_str()),
+        (Some("bk"), Some("full")),
+        "{f}"
+    );
+    let i = all_but(&[]);
+    assert_eq!(i[0]["kind"], "incremental", "{i}");
+    assert_eq!(i[0]["stats"]["bytes_read"], 0, "nothing changed: {i}");
+
+    // Verify passes; prune keeps the newest two; gc frees what only the others used.
+    let v = env.json(&["backup", "verify"]);
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+    let pruned = env.json(&["backup", "prune", "bk", "--keep-last", "2"]);
+    let removed = pruned
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["decision"]["keep"] == false)
+        .count();
+    assert_eq!(removed, 5, "{pruned}");
+    assert_eq!(env.json(&["backup", "list", "bk"]).as_array().unwrap().len(), 2);
+    let gc = env.json(&["store", "gc"]);
+    assert!(gc["bytes_freed"].as_u64().unwrap() > 0, "{gc}");
+    let latest = i[0]["id"].as_str().unwrap().to_string();
+    let r6 = restore(&env, &latest, "r6");
+    assert!(
+        same(&disk, &r6),
+        "the kept backup restores after gc (its parent is gone)"
+    );
+
+    // One flipped byte in a pack: verify names the backups, restore refuses to write it.
+    let packs = env.data_dir().join("backups");
+    let mut biggest: Option<(u64, PathBuf)> = None;
+    for e in walk(&packs) {
+        let len = std::fs::metadata(&e).unwrap().len();
+        if e.extension().map(|x| x == "pack").unwrap_or(false) && biggest.as_ref().map(|b| len > b.0).unwrap_or(true) {
+            biggest = Some((len, e));
+        }
+    }
+    let (len, pack) = biggest.expect("a pack file");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[(len / 2) as usize] ^= 0x40;
+    std::fs::write(&pack, &bytes).unwrap();
+    let out = env.run(&["backup", "verify"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&latest) || text.contains("used by backup"), "{text}");
+    let err = env.fails(&["backup", "restore", &latest, "--as", "r7"]);
+    assert!(
+        err.contains(&latest) && err.contains("disk0") && err.contains("offset"),
+        "names the backup, disk and offset: {err}"
+    );
+    assert!(
+        env.run(&["vm", "show", "r7"]).status.code() == Some(2),
+        "no VM r7 was left behind"
+    );
+
     // Bad input changes nothing.
     let before = common::tree_digest(&env.data_dir());
     let err = env.fails(&["backup", "restore", "nosuch", "--as", "r5"]);
     assert!(err.contains("backup list"), "{err}");
-    let err = env.fails(&["backup", "restore", &full_id, "--as", "r1"]);
+    let err = env.fails(&["backup", "restore", &latest, "--as", "r1"]);
     assert!(err.contains("already exists"), "{err}");
     let err = env.fails(&["backup", "run", "nosuch"]);
     assert!(err.contains("no VM named nosuch"), "{err}");
+    let err = env.fails(&["backup", "run", "--tag", "nosuch"]);
+    assert!(err.contains("no VM has the tag"), "{err}");
+    let out = env.run(&["backup", "run"]);
+    assert_eq!(out.status.code(), Some(2), "nothing selected");
     assert_eq!(common::tree_digest(&env.data_dir()), before);
 }

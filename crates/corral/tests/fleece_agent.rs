@@ -26,6 +26,7 @@ async fn guest_agent_freezes_around_the_switch_and_always_thaws() {
         disk: "disk0".into(),
         since_bitmap: None,
         new_bitmap: new.into(),
+        ..Default::default()
     };
 
     // The agent starts a moment after the ready marker: wait until it answers.

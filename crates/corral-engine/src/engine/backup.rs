@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use corral_nbd::{ConnectOptions, NbdClient};
+pub use corral_store::PrunePolicy;
 use corral_store::{BackupKind, BeginOptions, DiskInfo, FinishOptions, Manifest, Store, StoreConfig};
 use corral_types::{DiskRole, VmSpec};
 use serde::Serialize;
@@ -126,6 +127,11 @@ impl Engine {
                     disk: d.name.clone(),
                     since_bitmap: if with_since { s.clone() } else { None },
                     new_bitmap: new_bitmap.clone(),
+                    // A skeleton does not start a chain: the next incremental still follows
+                    // the last full or incremental backup's bitmap.
+                    no_tracking: skeleton,
+                    // A full read starts a new chain: older corral bitmaps are done.
+                    retire_prefix: (!with_since && !skeleton).then(|| "corral-".to_string()),
                 })
                 .collect()
         };
@@ -385,5 +391,73 @@ impl Engine {
             return Err(e);
         }
         Ok(spec)
+    }
+}
+
+impl Engine {
+    /// The VMs a `backup run` selects: the names given, every VM with one of the tags, or all
+    /// (minus the excluded). Unknown names and tags that match nothing are errors.
+    pub fn backup_select(
+        &self,
+        names: &[String],
+        tags: &[String],
+        all: bool,
+        exclude: &[String],
+    ) -> Result<Vec<String>, EngineError> {
+        let records = self.records()?;
+        for n in names.iter().chain(exclude) {
+            self.get(n)?;
+        }
+        let mut out: Vec<String> = if all {
+            records.iter().map(|r| r.spec.name.to_string()).collect()
+        } else {
+            names.to_vec()
+        };
+        for t in tags {
+            let tagged: Vec<String> = records
+                .iter()
+                .filter(|r| r.spec.tags.contains(t))
+                .map(|r| r.spec.name.to_string())
+                .collect();
+            if tagged.is_empty() {
+                return Err(EngineError::invalid("-", "backup", format!("no VM has the tag {t:?}")));
+            }
+            out.extend(tagged);
+        }
+        out.retain(|n| !exclude.contains(n));
+        out.sort();
+        out.dedup();
+        if out.is_empty() {
+            return Err(EngineError::invalid(
+                "-",
+                "backup",
+                "no VM selected; name VMs, or use --tag or --all",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Re-hashes every chunk the given backups (all without ids) refer to.
+    pub fn backup_verify(&self, ids: &[String]) -> Result<corral_store::VerifyReport, EngineError> {
+        self.backup_store()?.verify(ids).map_err(store_err)
+    }
+
+    /// Applies a keep-* policy to one VM's backups.
+    pub fn backup_prune(
+        &self,
+        vm: &str,
+        policy: &corral_store::PrunePolicy,
+        dry_run: bool,
+    ) -> Result<Vec<corral_store::PruneDecision>, EngineError> {
+        self.backup_store()?.prune(vm, policy, dry_run).map_err(store_err)
+    }
+
+    /// Frees chunks no backup refers to, and the debris of killed writers.
+    pub fn store_gc(&self) -> Result<corral_store::GcReport, EngineError> {
+        let opts = corral_store::GcOptions {
+            wait: false,
+            ..Default::default()
+        };
+        self.backup_store()?.gc(&opts).map_err(store_err)
     }
 }

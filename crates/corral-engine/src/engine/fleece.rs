@@ -32,13 +32,18 @@ use crate::error::EngineError;
 use crate::lock::VmLock;
 
 /// What to export for one disk.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FleeceRequest {
     pub disk: String,
     /// The persistent bitmap that tracked changes since the last backup; `None` for a full read.
     pub since_bitmap: Option<String>,
     /// The persistent bitmap to start now, for the next backup.
     pub new_bitmap: String,
+    /// Start `new_bitmap` at all (a skeleton backup does not begin a new chain).
+    pub no_tracking: bool,
+    /// After success, remove every other bitmap whose name starts with this (older chains
+    /// that a full backup replaced).
+    pub retire_prefix: Option<String>,
 }
 
 /// One exported disk.
@@ -61,6 +66,10 @@ pub struct FleeceDisk {
     job: String,
     #[serde(skip)]
     new_bitmap: String,
+    #[serde(skip)]
+    track: bool,
+    #[serde(skip)]
+    retire_prefix: Option<String>,
 }
 
 /// A live point-in-time export. Hold it while reading, then [`Engine::fleece_close`] it.
@@ -183,6 +192,8 @@ impl Engine {
                 fleece_file: paths.run.join(format!("fleece-{}.qcow2", r.disk)),
                 job: if live { format!("fleece-{tag}") } else { String::new() },
                 new_bitmap: r.new_bitmap.clone(),
+                track: !r.no_tracking,
+                retire_prefix: r.retire_prefix.clone(),
             });
         }
         let socket = paths.run.join("nbd.sock");
@@ -245,9 +256,11 @@ impl Engine {
             if let Some(b) = &d.bitmap {
                 actions.push(json!({"type": "block-dirty-bitmap-disable", "data": {"node": d.node, "name": b}}));
             }
-            actions.push(json!({"type": "block-dirty-bitmap-add", "data": {
-                "node": d.node, "name": d.new_bitmap, "persistent": true,
-            }}));
+            if d.track {
+                actions.push(json!({"type": "block-dirty-bitmap-add", "data": {
+                    "node": d.node, "name": d.new_bitmap, "persistent": true,
+                }}));
+            }
         }
         // The switch. With a guest agent, the guest's filesystems are frozen around it (and
         // thawed on every path, the failed transaction included).
@@ -466,13 +479,27 @@ impl Engine {
                 .collect();
             let has = |n: &str| present.iter().any(|p| p == n);
             let r = if success {
-                match &d.bitmap {
-                    Some(b) if has(b) => q
+                let mut gone: Vec<&str> = d.bitmap.iter().map(String::as_str).collect();
+                if let (true, Some(p)) = (d.track, &d.retire_prefix) {
+                    gone.extend(
+                        present
+                            .iter()
+                            .filter(|n| n.starts_with(p.as_str()) && **n != d.new_bitmap)
+                            .map(String::as_str),
+                    );
+                }
+                gone.sort();
+                gone.dedup();
+                let mut r = Ok(());
+                for b in gone.into_iter().filter(|b| has(b)) {
+                    if let Err(e) = q
                         .execute("block-dirty-bitmap-remove", Some(json!({"node": d.node, "name": b})))
                         .await
-                        .map(|_| ()),
-                    _ => Ok(()),
+                    {
+                        r = Err(e);
+                    }
                 }
+                r
             } else {
                 let mut r = Ok(());
                 if let Some(b) = &d.bitmap {
