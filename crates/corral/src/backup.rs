@@ -141,6 +141,69 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
                 output::json(&out);
             }
         }
+        BackupCmd::Show { id } => {
+            let m = engine.backup_manifest(&id)?;
+            if json {
+                output::json(&m);
+            } else {
+                let b = BackupSummary::from(&m);
+                println!("backup {} of {} ({}), {}", b.id, b.vm, b.kind, b.time);
+                if let Some(p) = &b.parent {
+                    println!("  parent {p}");
+                }
+                for d in &m.disks {
+                    let what = if d.stored {
+                        "stored"
+                    } else {
+                        "recorded only (comes back empty)"
+                    };
+                    println!(
+                        "  disk {} {} {} {}: {what}",
+                        d.info.name,
+                        size(d.info.size),
+                        d.info.bus,
+                        d.info.role
+                    );
+                }
+                let s = &m.stats;
+                println!(
+                    "  read {}, new {} ({} stored), reused {}, {} chunks from the parent, {} zero, {} ms",
+                    size(s.bytes_read),
+                    size(s.new_bytes),
+                    size(s.stored_bytes),
+                    size(s.reused_bytes),
+                    s.parent_chunks,
+                    s.zero_chunks,
+                    s.duration_ms
+                );
+            }
+        }
+        BackupCmd::Drill {
+            id,
+            expect_line,
+            timeout,
+        } => {
+            let r = engine.backup_drill(&id, expect_line.as_deref(), timeout.0).await?;
+            if json {
+                output::json(&r);
+            } else if r.passed {
+                println!(
+                    "drill of {} ({}) passed: {} after {} ms",
+                    r.backup, r.vm, r.sign, r.millis
+                );
+            } else {
+                println!(
+                    "drill of {} ({}) FAILED: no {} within {} ms",
+                    r.backup, r.vm, r.sign, r.millis
+                );
+                for l in &r.last_console {
+                    println!("  console: {l}");
+                }
+            }
+            if !r.passed {
+                anyhow::bail!("the restored VM showed no sign of life");
+            }
+        }
         BackupCmd::Restore { id, as_name } => {
             let spec = engine.backup_restore(&id, &as_name).await?;
             if json {

@@ -112,6 +112,23 @@ pub enum BackupCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// One backup's manifest: kind, parent, disks, statistics.
+    Show {
+        /// The backup's id.
+        id: String,
+    },
+    /// Restore into a temporary VM without network, boot it, wait for a sign of life, remove it.
+    Drill {
+        /// The backup's id.
+        id: String,
+        /// The sign of life: a line the serial console prints once the guest is up (default:
+        /// the guest agent's ping, for VMs with a guest agent).
+        #[arg(long, value_name = "TEXT")]
+        expect_line: Option<String>,
+        /// How long the guest gets.
+        #[arg(long, value_name = "DURATION", default_value = "2m")]
+        timeout: HumanDuration,
+    },
     /// Restore a backup as a new VM.
     Restore {
         /// The backup's id (`corral backup list`).

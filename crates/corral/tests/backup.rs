@@ -234,6 +234,42 @@ fn live_full_incremental_stopped_and_after_kill() {
         "the kept backup restores after gc (its parent is gone)"
     );
 
+    // Drills: a restored copy that boots to its ready line passes; one waiting for a line
+    // the guest never prints fails; neither leaves a VM behind.
+    let show = env.json(&["backup", "show", &latest]);
+    assert_eq!(show["kind"], "incremental", "{show}");
+    let d = env.json(&[
+        "backup",
+        "drill",
+        &latest,
+        "--expect-line",
+        "CORRAL-GUEST-READY",
+        "--timeout",
+        "90s",
+    ]);
+    assert_eq!(d["passed"], true, "{d}");
+    let out = env.run(&[
+        "backup",
+        "drill",
+        &latest,
+        "--expect-line",
+        "NEVER-PRINTED",
+        "--timeout",
+        "4s",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+    let out = env.run(&["backup", "drill", &latest]);
+    assert_eq!(out.status.code(), Some(2), "no agent and no --expect-line");
+    let names: Vec<String> = env
+        .json(&["vm", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("drill-")), "{names:?}");
+
     // One flipped byte in a pack: verify names the backups, restore refuses to write it.
     let packs = env.data_dir().join("backups");
     let mut biggest: Option<(u64, PathBuf)> = None;

@@ -461,3 +461,109 @@ impl Engine {
         self.backup_store()?.gc(&opts).map_err(store_err)
     }
 }
+
+/// What `corral backup drill` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub backup: String,
+    pub vm: String,
+    pub passed: bool,
+    /// `guest-agent ping` or `console line "…"`.
+    pub sign: String,
+    /// Milliseconds from start to the sign of life (or to giving up).
+    pub millis: u64,
+    /// The last console lines when it failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub last_console: Vec<String>,
+}
+
+impl Engine {
+    /// Restores a backup into a temporary VM without network, boots it, waits for a sign of
+    /// life (the guest agent's ping, or `expect_line` on the serial console), then removes
+    /// the temporary VM whatever happened.
+    pub async fn backup_drill(
+        &self,
+        id: &str,
+        expect_line: Option<&str>,
+        timeout: Duration,
+    ) -> Result<DrillReport, EngineError> {
+        let m = self
+            .backup_store()?
+            .manifest(id)
+            .map_err(|e| EngineError::invalid("-", "drill", format!("{e}; `corral backup list` shows the backups")))?;
+        let spec =
+            manifest_spec(&m).ok_or_else(|| EngineError::op(&m.vm, "drill", "the backup's spec cannot be read"))?;
+        if expect_line.is_none() && !spec.guest_agent {
+            return Err(EngineError::invalid(
+                &m.vm,
+                "drill",
+                "the VM has no guest agent to ping; give --expect-line TEXT that its console prints once it is up",
+            ));
+        }
+        let short: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).rev().take(8).collect();
+        let temp = format!("drill-{short}");
+        let restored = self.backup_restore(id, &temp).await?;
+        let result = self.drill_boot(&restored, expect_line, timeout).await;
+        // Always clean up: kill whatever runs, then delete the VM and its disks.
+        let _ = self.kill(&temp).await;
+        let deleted = self.delete(&temp, false).await;
+        let (passed, sign, millis, last_console) = result?;
+        deleted?;
+        Ok(DrillReport {
+            backup: id.to_string(),
+            vm: m.vm.clone(),
+            passed,
+            sign,
+            millis,
+            last_console,
+        })
+    }
+
+    async fn drill_boot(
+        &self,
+        spec: &VmSpec,
+        expect_line: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(bool, String, u64, Vec<String>), EngineError> {
+        let name = spec.name.to_string();
+        // No network: a drill must never appear on the LAN next to the real VM.
+        let mut rec = self.get(&name)?;
+        rec.spec.network.mode = corral_types::NetworkMode::None;
+        rec.spec.network.mac = None;
+        rec.spec.display.mode = corral_types::DisplayMode::None;
+        self.reg().update(&rec.spec, rec.generation)?;
+        let started = std::time::Instant::now();
+        self.start(&name).await?;
+        let paths = self.paths(&rec.spec.name);
+        let sign = match expect_line {
+            Some(l) => format!("console line {l:?}"),
+            None => "guest-agent ping".to_string(),
+        };
+        while started.elapsed() < timeout {
+            let alive = match expect_line {
+                Some(line) => std::fs::read_to_string(paths.console_log())
+                    .map(|t| t.lines().any(|x| x.contains(line)))
+                    .unwrap_or(false),
+                None => match super::agent::GuestAgent::connect(&paths.qga_sock(), Duration::from_secs(1)).await {
+                    Ok(mut a) => a.ping(Duration::from_secs(2)).await.is_ok(),
+                    Err(_) => false,
+                },
+            };
+            if alive {
+                return Ok((true, sign, started.elapsed().as_millis() as u64, vec![]));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let last = crate::process::tail_lines(&paths.console_log(), 5);
+        Ok((false, sign, started.elapsed().as_millis() as u64, last))
+    }
+}
+
+impl Engine {
+    /// One backup's manifest.
+    pub fn backup_manifest(&self, id: &str) -> Result<Manifest, EngineError> {
+        self.backup_store()?
+            .manifest(id)
+            .map_err(|e| EngineError::invalid("-", "backup", format!("{e}; `corral backup list` shows the backups")))
+    }
+}
