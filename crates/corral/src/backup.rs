@@ -24,7 +24,7 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
             let selected = engine.backup_select(&vms, &tag, all, &exclude)?;
             let mut reports = vec![];
             for vm in &selected {
-                let r = engine.backup_run(vm, full, skeleton).await?;
+                let r = crate::progress::with_progress(engine, json, engine.backup_run(vm, full, skeleton)).await?;
                 if !json {
                     let s = &r.stats;
                     println!(

@@ -118,6 +118,21 @@ fn live_full_incremental_stopped_and_after_kill() {
         .collect();
     assert_eq!(kinds, ["full", "incremental"], "oldest first: {list}");
     assert!(list[0]["time"].as_str().unwrap().contains('T'), "RFC 3339: {list}");
+    // Each backup ran as a job (progress for the CLI's bar, readable by anyone afterwards).
+    let jobs = env.json(&["job", "list", "--vm", "bk"]);
+    let backups: Vec<_> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "backup")
+        .collect();
+    assert_eq!(backups.len(), 2, "{jobs}");
+    assert!(
+        backups
+            .iter()
+            .all(|j| j["state"] == "succeeded" && j["done"] == j["total"]),
+        "{jobs}"
+    );
 
     // Each backup is its point in time.
     let r1 = raw(&env, &restore(&env, &full_id, "r1"));

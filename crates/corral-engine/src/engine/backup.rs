@@ -163,6 +163,14 @@ impl Engine {
             Err(e) => return Err(e),
         };
         let frozen = fleece.frozen;
+        // Progress: bytes of the disks' sizes walked, so incrementals race to the end.
+        let total: u64 = fleece.disks.iter().map(|d| d.size).sum();
+        let job = self.job_begin(
+            name,
+            "backup",
+            &format!("{name} ({})", if incremental { "incremental" } else { "full" }),
+        )?;
+        let mut base = 0u64;
         let result = async {
             for d in &spec.disks {
                 let exported = fleece.disks.iter().find(|x| x.disk == d.name);
@@ -210,7 +218,9 @@ impl Engine {
                     }
                 }
                 let mut written = std::collections::HashSet::new();
-                for off in offsets {
+                let n = offsets.len().max(1) as u64;
+                for (k, off) in offsets.into_iter().enumerate() {
+                    job.progress(base + size * k as u64 / n, total);
                     let len = chunk.min(size - off) as usize;
                     let data = nbd.read(off, len).await.map_err(nbd_err(name))?;
                     writer.write_chunk(handle, off, &data).map_err(store_err)?;
@@ -229,6 +239,8 @@ impl Engine {
                     }
                 }
                 let _ = nbd.close().await;
+                base += size;
+                job.progress(base, total);
             }
             Ok::<(), EngineError>(())
         }
@@ -242,6 +254,7 @@ impl Engine {
                     })
                     .map_err(store_err);
                 let ok = id.is_ok();
+                job.finish(&id, id.as_ref().ok().map(|i| format!("stored backup {i}")));
                 let closed = self.fleece_close(fleece, ok).await;
                 let id = id?;
                 closed?;
@@ -262,6 +275,7 @@ impl Engine {
                 })
             }
             Err(e) => {
+                job.finish(&Err::<(), _>(EngineError::op(name, "backup", e.to_string())), None);
                 drop(writer);
                 let _ = self.fleece_close(fleece, false).await;
                 Err(e)
