@@ -300,7 +300,8 @@ impl Console {
 }
 
 /// A fingerprint of everything on disk under a directory (names, sizes and contents), to
-/// prove that a failed command changed nothing. Left out: SQLite's -wal/-shm side files
+/// prove that a failed command changed nothing. Left out: a VM's console.log (guest output),
+/// SQLite's -wal/-shm side files
 /// (opening the database may create them without changing any data) and `run/locks/`, where
 /// every mutating command records itself as the lock holder in the per-boot run dir.
 pub fn tree_digest(dir: &Path) -> Vec<(String, u64, u64)> {
@@ -309,7 +310,12 @@ pub fn tree_digest(dir: &Path) -> Vec<(String, u64, u64)> {
         for e in rd.flatten() {
             let p = e.path();
             let rel = p.strip_prefix(base).unwrap().display().to_string();
-            if rel.ends_with("-wal") || rel.ends_with("-shm") || rel.starts_with("run/locks") {
+            // console.log is the guest's own output: a running guest may print at any moment.
+            if rel.ends_with("-wal")
+                || rel.ends_with("-shm")
+                || rel.starts_with("run/locks")
+                || rel.ends_with("console.log")
+            {
                 continue;
             }
             if p.is_dir() {
