@@ -97,6 +97,16 @@ async fn bitmap_count(status: &Qmp, name: &str) -> u64 {
         .unwrap()
 }
 
+/// A request for disk0: read since `since` (or in full), start bitmap `new`.
+fn req(since: Option<&str>, new: &str) -> FleeceRequest {
+    FleeceRequest {
+        disk: "disk0".into(),
+        since_bitmap: since.map(str::to_string),
+        new_bitmap: new.into(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn point_in_time_export_with_bitmap_handover() {
     let dir = tempfile::Builder::new().prefix("fl").tempdir_in("/tmp").unwrap();
@@ -119,12 +129,6 @@ async fn point_in_time_export_with_bitmap_handover() {
     guest_write(&status, 0x61, 1 << 20, 65536).await;
 
     // A first (full) export: the instant is the open; later writes do not show in it.
-    let req = |since: Option<&str>, new: &str| FleeceRequest {
-        disk: "disk0".into(),
-        since_bitmap: since.map(str::to_string),
-        new_bitmap: new.into(),
-        ..Default::default()
-    };
     let f = e.fleece_open("live", &[req(None, "b1")]).await.unwrap();
     assert_eq!(f.disks[0].size, 16 << 20);
     guest_write(&status, 0x42, 0, 65536).await;
@@ -261,12 +265,6 @@ async fn stopped_vm_exports_through_the_storage_daemon() {
     let img = spec.disks[0].path.clone().unwrap();
     qemu_io_write(&img, 0x51, 0, 65536);
 
-    let req = |since: Option<&str>, new: &str| FleeceRequest {
-        disk: "disk0".into(),
-        since_bitmap: since.map(str::to_string),
-        new_bitmap: new.into(),
-        ..Default::default()
-    };
     let f = e.fleece_open("cold", &[req(None, "c1")]).await.unwrap();
     assert_eq!(f.disks[0].size, 16 << 20);
     assert!(export_has(&f.socket, "disk0", 0x51, 0, 65536));

@@ -12,25 +12,17 @@
 
 use std::time::Instant;
 
+// The same synthetic data as the tests (xorshift stream, text-like filler).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{text_fill, Rng};
+
 use corral_store::{BackupKind, BeginOptions, DiskInfo, FinishOptions, Store, StoreConfig};
 
-const CS: usize = 64 * 1024;
 const SIZE: usize = 1 << 30;
+const CS: usize = common::CS;
 const MIB: f64 = 1024.0 * 1024.0;
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 /// Chunk `i` of the image at `version` (chunks are generated, not kept: 1 GiB stays off
 /// the heap).
@@ -38,30 +30,8 @@ fn chunk(i: usize, version: u64, buf: &mut [u8]) {
     let mut r = Rng::new(i as u64 * 1000 + version);
     let kind = Rng::new(i as u64).next() % 10;
     match kind {
-        0..=3 => {
-            for c in buf.chunks_mut(8) {
-                c.copy_from_slice(&r.next().to_le_bytes());
-            }
-        }
-        4..=6 => {
-            const WORDS: [&[u8]; 8] = [
-                b"virtual ",
-                b"machine ",
-                b"backup ",
-                b"chunk ",
-                b"corral ",
-                b"disk\n",
-                b"the ",
-                b"of ",
-            ];
-            let mut p = 0;
-            while p < buf.len() {
-                let w = WORDS[(r.next() % 8) as usize];
-                let n = w.len().min(buf.len() - p);
-                buf[p..p + n].copy_from_slice(&w[..n]);
-                p += n;
-            }
-        }
+        0..=3 => r.fill(buf),
+        4..=6 => text_fill(&mut r, buf),
         _ => buf.fill(0),
     }
 }

@@ -7,13 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{layers, Env};
-
-fn write_at(con: &mut common::Console, sector: u32, text: &str) {
-    con.ok(&format!(
-        "printf '%-32s' {text} | dd of=/dev/vda bs=512 seek={sector} count=1 conv=sync,notrunc oflag=direct 2>/dev/null; sync"
-    ));
-}
+use common::{layers, raw_bytes, write_at, Env};
 
 /// `qemu-img compare`: whether two images read the same (`-U`: one may be in use).
 fn same(a: &Path, b: &Path) -> bool {
@@ -33,19 +27,6 @@ fn same(a: &Path, b: &Path) -> bool {
         );
     }
     out.status.success()
-}
-
-fn raw(env: &Env, img: &Path) -> Vec<u8> {
-    let out = env.dir_path().join("view.raw");
-    let _ = std::fs::remove_file(&out);
-    assert!(Command::new("qemu-img")
-        .args(["convert", "-U", "-O", "raw"])
-        .arg(img)
-        .arg(&out)
-        .status()
-        .unwrap()
-        .success());
-    std::fs::read(&out).unwrap()
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -135,7 +116,7 @@ fn live_full_incremental_stopped_and_after_kill() {
     );
 
     // Each backup is its point in time.
-    let r1 = raw(&env, &restore(&env, &full_id, "r1"));
+    let r1 = raw_bytes(&env, &restore(&env, &full_id, "r1"));
     assert!(r1.starts_with(b"FULL-1"));
     assert!(r1[2048 * 512..].starts_with(b"KEEP"));
     assert!(
@@ -143,7 +124,7 @@ fn live_full_incremental_stopped_and_after_kill() {
         "NEW-3 came later"
     );
     let r2 = restore(&env, &inc_id, "r2");
-    let r2b = raw(&env, &r2);
+    let r2b = raw_bytes(&env, &r2);
     assert!(r2b.starts_with(b"INCR-2"));
     assert!(r2b[2048 * 512..].starts_with(b"KEEP"));
     assert!(r2b[4096 * 512..].starts_with(b"NEW-3"));
@@ -203,7 +184,7 @@ fn live_full_incremental_stopped_and_after_kill() {
     let r5_system = PathBuf::from(r5["spec"]["disks"][0]["path"].as_str().unwrap());
     let r5_data = PathBuf::from(r5["spec"]["disks"][1]["path"].as_str().unwrap());
     assert!(same(&disk, &r5_system), "the system disk is in the skeleton");
-    let data_raw = raw(&env, &r5_data);
+    let data_raw = raw_bytes(&env, &r5_data);
     assert_eq!(data_raw.len(), 16 << 20, "the data disk has its recorded size");
     assert!(data_raw.iter().all(|b| *b == 0), "and comes back empty");
     // Selection: --all minus the restored copies is just bk. data1 is new since the last

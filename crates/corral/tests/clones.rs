@@ -6,35 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{file_hash, layers, pattern_at, qemu_io, tree_digest, Env};
-
-fn write_at(con: &mut common::Console, sector: u32, text: &str) {
-    con.ok(&format!(
-        "printf '%-32s' {text} | dd of=/dev/vda bs=512 seek={sector} count=1 conv=sync,notrunc oflag=direct 2>/dev/null; sync"
-    ));
-}
-
-fn read_at(con: &mut common::Console, sector: u32) -> String {
-    con.ok(&format!(
-        "dd if=/dev/vda bs=512 skip={sector} count=1 iflag=direct 2>/dev/null | head -c 32"
-    ))
-    .trim()
-    .to_string()
-}
-
-/// The guest-visible contents of an image (through its chain).
-fn raw_bytes(env: &Env, img: &std::path::Path) -> Vec<u8> {
-    let raw = env.dir_path().join("view.raw");
-    let ok = std::process::Command::new("qemu-img")
-        .args(["convert", "-U", "-O", "raw"])
-        .arg(img)
-        .arg(&raw)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "qemu-img convert {}", img.display());
-    std::fs::read(&raw).unwrap()
-}
+use common::{file_hash, layers, pattern_at, qemu_io, raw_bytes, read_at, tree_digest, write_at, Env};
 
 #[test]
 fn linked_clones_run_together_apart_and_protect_their_base() {

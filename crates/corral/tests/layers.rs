@@ -4,10 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{file_hash, layers, pattern_at, qemu_io, tree_digest, wait_for, Env};
+use common::{file_hash, layers, pattern_at, qemu_io, raw_bytes, read_at, tree_digest, wait_for, write_at, Env};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -50,21 +49,6 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-/// Writes `text` at 512-byte sector `sector` of the guest's disk, bypassing the page cache.
-fn write_at(con: &mut common::Console, sector: u32, text: &str) {
-    con.ok(&format!(
-        "printf '%-32s' {text} | dd of=/dev/vda bs=512 seek={sector} count=1 conv=sync,notrunc oflag=direct 2>/dev/null; sync"
-    ));
-}
-
-fn read_at(con: &mut common::Console, sector: u32) -> String {
-    con.ok(&format!(
-        "dd if=/dev/vda bs=512 skip={sector} count=1 iflag=direct 2>/dev/null | head -c 32"
-    ))
-    .trim()
-    .to_string()
-}
-
 #[test]
 fn live_overlay_and_commit_keep_the_guest_running() {
     let env = Env::new();
@@ -100,15 +84,7 @@ fn live_overlay_and_commit_keep_the_guest_running() {
     // The guest still sees both, and the base file itself now holds the overlay's data.
     assert_eq!(read_at(&mut con, 0), "BASE-1");
     assert_eq!(read_at(&mut con, 100), "OVERLAY-2");
-    let raw = env.dir_path().join("raw.img");
-    let out = Command::new("qemu-img")
-        .args(["convert", "-U", "-O", "raw"])
-        .arg(&base)
-        .arg(&raw)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let bytes = std::fs::read(&raw).unwrap();
+    let bytes = raw_bytes(&env, &base);
     assert!(
         bytes[100 * 512..].starts_with(b"OVERLAY-2"),
         "committed data is in the base"

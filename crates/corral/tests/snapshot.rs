@@ -3,27 +3,14 @@
 
 mod common;
 
-use common::{tree_digest, Env};
-
-/// Writes `text` at the start of the guest's first disk, bypassing the page cache.
-fn write_marker(con: &mut common::Console, text: &str) {
-    con.ok(&format!(
-        "printf '%-32s' {text} | dd of=/dev/vda bs=512 count=1 conv=sync oflag=direct 2>/dev/null; sync"
-    ));
-}
-
-fn read_marker(con: &mut common::Console) -> String {
-    con.ok("dd if=/dev/vda bs=32 count=1 iflag=direct 2>/dev/null")
-        .trim()
-        .to_string()
-}
+use common::{read_at, tree_digest, write_at, Env};
 
 #[test]
 fn running_vm_snapshot_brings_back_disk_and_memory() {
     let env = Env::new();
     env.boot_guest("snap", "");
     let mut con = env.console("snap");
-    write_marker(&mut con, "MARKER-A");
+    write_at(&mut con, 0, "MARKER-A");
     con.ok("echo memory-A > /tmp/value");
 
     let s = env.json(&[
@@ -37,9 +24,9 @@ fn running_vm_snapshot_brings_back_disk_and_memory() {
     assert_eq!(s["memory"], true, "{s}");
     assert_eq!(env.state("snap"), "running", "snapshot-save resumes the guest");
 
-    write_marker(&mut con, "MARKER-B");
+    write_at(&mut con, 0, "MARKER-B");
     con.ok("echo memory-B > /tmp/value");
-    assert_eq!(read_marker(&mut con), "MARKER-B");
+    assert_eq!(read_at(&mut con, 0), "MARKER-B");
 
     env.ok(&["snapshot", "revert", "snap", "s1"]);
     assert_eq!(
@@ -51,7 +38,7 @@ fn running_vm_snapshot_brings_back_disk_and_memory() {
     drop(con);
     let mut con = env.console("snap");
     assert_eq!(con.ok("cat /tmp/value").trim(), "memory-A");
-    assert_eq!(read_marker(&mut con), "MARKER-A");
+    assert_eq!(read_at(&mut con, 0), "MARKER-A");
 
     let list = env.json(&["snapshot", "list", "snap"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -97,7 +84,7 @@ fn stopped_vm_snapshot_brings_back_disk() {
     let env = Env::new();
     env.boot_guest("cold", "");
     let mut con = env.console("cold");
-    write_marker(&mut con, "COLD-A");
+    write_at(&mut con, 0, "COLD-A");
     drop(con);
     env.ok(&["vm", "stop", "cold"]);
 
@@ -107,8 +94,8 @@ fn stopped_vm_snapshot_brings_back_disk() {
     env.ok(&["vm", "start", "cold"]);
     env.wait_ready("cold", 2);
     let mut con = env.console("cold");
-    assert_eq!(read_marker(&mut con), "COLD-A");
-    write_marker(&mut con, "COLD-B");
+    assert_eq!(read_at(&mut con, 0), "COLD-A");
+    write_at(&mut con, 0, "COLD-B");
     drop(con);
     env.ok(&["vm", "stop", "cold"]);
 
@@ -122,7 +109,7 @@ fn stopped_vm_snapshot_brings_back_disk() {
     env.ok(&["vm", "start", "cold"]);
     env.wait_ready("cold", 3);
     let mut con = env.console("cold");
-    assert_eq!(read_marker(&mut con), "COLD-A");
+    assert_eq!(read_at(&mut con, 0), "COLD-A");
     drop(con);
     env.ok(&["vm", "stop", "cold", "--force"]);
 }

@@ -111,16 +111,17 @@ impl Engine {
             BackupKind::Full
         };
         let spec_doc = serde_json::to_value(&spec).map_err(|e| EngineError::op(name, "backup", e.to_string()))?;
-        let mut writer = store
-            .begin(BeginOptions {
-                vm: spec.name.to_string(),
-                kind,
-                parent: parent.as_ref().filter(|_| incremental).map(|p| p.id.clone()),
-                spec: spec_doc,
-            })
-            .map_err(store_err)?;
-        let new_bitmap = bitmap_name(writer.id());
-        let requests = |with_since: bool| -> Vec<FleeceRequest> {
+        let begin = |kind: BackupKind, parent: Option<String>| {
+            store
+                .begin(BeginOptions {
+                    vm: spec.name.to_string(),
+                    kind,
+                    parent,
+                    spec: spec_doc.clone(),
+                })
+                .map_err(store_err)
+        };
+        let requests = |with_since: bool, new_bitmap: String| -> Vec<FleeceRequest> {
             read.iter()
                 .zip(&since_all)
                 .map(|(d, s)| FleeceRequest {
@@ -135,29 +136,19 @@ impl Engine {
                 })
                 .collect()
         };
-        let (fleece, incremental) = match self.fleece_open(name, &requests(incremental)).await {
+        let mut writer = begin(kind, parent.as_ref().filter(|_| incremental).map(|p| p.id.clone()))?;
+        let first = self
+            .fleece_open(name, &requests(incremental, bitmap_name(writer.id())))
+            .await;
+        let (fleece, incremental) = match first {
             Ok(f) => (f, incremental),
             Err(EngineError::Invalid { message, .. }) if incremental => {
                 // No usable bitmap: read everything (a wrong incremental is never an option).
                 tracing::warn!(vm = name, "incremental not possible ({message}); reading in full");
                 fell_back = Some(message);
                 drop(writer);
-                writer = store
-                    .begin(BeginOptions {
-                        vm: spec.name.to_string(),
-                        kind: BackupKind::Full,
-                        parent: None,
-                        spec: serde_json::to_value(&spec).unwrap_or_default(),
-                    })
-                    .map_err(store_err)?;
-                let new_bitmap = bitmap_name(writer.id());
-                let reqs: Vec<FleeceRequest> = requests(false)
-                    .into_iter()
-                    .map(|mut r| {
-                        r.new_bitmap = new_bitmap.clone();
-                        r
-                    })
-                    .collect();
+                writer = begin(BackupKind::Full, None)?;
+                let reqs = requests(false, bitmap_name(writer.id()));
                 (self.fleece_open(name, &reqs).await?, false)
             }
             Err(e) => return Err(e),

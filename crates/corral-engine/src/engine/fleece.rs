@@ -87,17 +87,13 @@ pub struct Fleece {
     _lock: VmLock,
 }
 
-fn qmp_err(vm: &str) -> impl FnOnce(corral_qmp::QmpError) -> EngineError + '_ {
-    EngineError::qmp(vm)
-}
-
 /// The named dirty bitmaps on a node: (name, recording, inconsistent). Looked up by node,
 /// not by device: while a backup job runs, a filter node sits above the disk's node.
 pub(crate) async fn node_bitmaps(qmp: &Qmp, vm: &str, node: &str) -> Result<Vec<(String, bool, bool)>, EngineError> {
     let nodes: Value = qmp
         .execute("query-named-block-nodes", Some(json!({"flat": true})))
         .await
-        .map_err(qmp_err(vm))?;
+        .map_err(EngineError::qmp(vm))?;
     Ok(nodes
         .as_array()
         .into_iter()
@@ -173,7 +169,7 @@ impl Engine {
             let info: Value = qmp
                 .execute("query-named-block-nodes", Some(json!({"flat": true})))
                 .await
-                .map_err(qmp_err(name))?;
+                .map_err(EngineError::qmp(name))?;
             let size = info
                 .as_array()
                 .into_iter()
@@ -244,7 +240,7 @@ impl Engine {
                     })),
                 )
                 .await
-                .map_err(qmp_err(vm))?;
+                .map_err(EngineError::qmp(vm))?;
         }
         let mut actions = vec![];
         for d in &f.disks {
@@ -288,7 +284,7 @@ impl Engine {
             .qmp
             .execute("transaction", Some(json!({"actions": actions})))
             .await
-            .map_err(qmp_err(vm));
+            .map_err(EngineError::qmp(vm));
         if let Some(mut a) = agent {
             let mut thawed = Err(AgentError::Unreachable("not tried".into()));
             for _ in 0..3 {
@@ -313,7 +309,7 @@ impl Engine {
                 Some(json!({"addr": {"type": "unix", "data": {"path": f.socket.display().to_string()}}})),
             )
             .await
-            .map_err(qmp_err(vm))?;
+            .map_err(EngineError::qmp(vm))?;
         for d in &f.disks {
             let mut args = json!({
                 "type": "nbd", "id": format!("exp-{}", d.disk), "node-name": d.fleece_node,
@@ -325,7 +321,7 @@ impl Engine {
             f.qmp
                 .execute("block-export-add", Some(args))
                 .await
-                .map_err(qmp_err(vm))?;
+                .map_err(EngineError::qmp(vm))?;
         }
         Ok(())
     }

@@ -375,3 +375,35 @@ pub fn layers(env: &Env, vm: &str) -> Vec<PathBuf> {
         .map(|l| PathBuf::from(l["path"].as_str().unwrap()))
         .collect()
 }
+
+/// Writes `text` (padded to 32 bytes) at 512-byte sector `sector` of the guest's first disk,
+/// bypassing the guest's page cache.
+pub fn write_at(con: &mut Console, sector: u32, text: &str) {
+    con.ok(&format!(
+        "printf '%-32s' {text} | dd of=/dev/vda bs=512 seek={sector} count=1 conv=sync,notrunc oflag=direct 2>/dev/null; sync"
+    ));
+}
+
+/// The 32 bytes at sector `sector` of the guest's first disk, as the guest reads them.
+pub fn read_at(con: &mut Console, sector: u32) -> String {
+    con.ok(&format!(
+        "dd if=/dev/vda bs=512 skip={sector} count=1 iflag=direct 2>/dev/null | head -c 32"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// The guest-visible contents of an image (through its chain; `-U`: it may be in use).
+pub fn raw_bytes(env: &Env, img: &Path) -> Vec<u8> {
+    let raw = env.dir_path().join("view.raw");
+    let _ = std::fs::remove_file(&raw);
+    let ok = Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(img)
+        .arg(&raw)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "qemu-img convert {}", img.display());
+    std::fs::read(&raw).unwrap()
+}
