@@ -34,4 +34,4 @@ pub use prune::{select as prune_select, PruneDecision, PrunePolicy, Reasons as K
 pub use reader::{DiskReader, RestoredChunk};
 pub use store::{Store, StoreConfig, STORE_VERSION};
 pub use verify::{BrokenBackup, ChunkProblem, ChunkRef, VerifyReport};
-pub use writer::{BackupWriter, BeginOptions, DiskHandle, FinishOptions};
+pub use writer::{BackupWriter, BeginOptions, ChunkPreparer, DiskHandle, FinishOptions, PreparedChunk};

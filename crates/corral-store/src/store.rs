@@ -34,7 +34,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             chunk_size: 64 * 1024,
-            zstd_level: 3,
+            zstd_level: 1,
             pack_target: 64 * 1024 * 1024,
         }
     }

@@ -59,6 +59,8 @@ pub struct BackupWriter {
     in_pack: HashSet<ChunkHash>,
     stats: BackupStats,
     finished: bool,
+    /// zstd level for this writer's new chunks (the store's unless set).
+    level: i32,
 }
 
 impl Store {
@@ -101,6 +103,7 @@ impl Store {
             in_pack: HashSet::new(),
             stats: BackupStats::default(),
             finished: false,
+            level: self.config().zstd_level,
         })
     }
 }
@@ -112,6 +115,16 @@ impl BackupWriter {
 
     pub fn stats(&self) -> &BackupStats {
         &self.stats
+    }
+
+    /// Compresses this backup's new chunks at `level` (1-22) instead of the store's
+    /// default. The level is not part of the format: readers never need it.
+    pub fn set_zstd_level(&mut self, level: i32) -> Result<()> {
+        if !(1..=22).contains(&level) {
+            return Err(StoreError::Invalid(format!("zstd level {level} is not in 1..=22")));
+        }
+        self.level = level;
+        Ok(())
     }
 
     fn check_new_disk(&self, info: &DiskInfo) -> Result<()> {
@@ -202,41 +215,76 @@ impl BackupWriter {
     /// Stores the chunk at `offset` (a chunk boundary); `data` is the whole chunk (shorter
     /// only at the disk's end). All-zero data is recorded as ZERO and not stored.
     pub fn write_chunk(&mut self, d: DiskHandle, offset: u64, data: &[u8]) -> Result<()> {
-        let (slot, len) = self.slot(d, offset)?;
-        if data.len() != len {
-            return Err(StoreError::Invalid(format!(
-                "chunk at offset {offset} has {} bytes, expected {len}",
-                data.len()
-            )));
-        }
-        self.stats.bytes_read += len as u64;
-        let h = if chunk::is_all_zero(data) {
-            self.stats.zero_chunks += 1;
-            ChunkHash::ZERO
+        // On this thread the writer knows its own unpublished pack, so a chunk repeated
+        // within one backup is not even compressed twice.
+        let prepared = if chunk::is_all_zero(data) {
+            Prepared::Zero
         } else {
             let h = ChunkHash::of(data);
             if self.in_pack.contains(&h) || self.store.contains(&h) {
+                Prepared::Known(h)
+            } else {
+                let (enc, stored) = chunk::encode(data, self.level);
+                Prepared::New(h, enc, stored)
+            }
+        };
+        self.put_prepared(
+            d,
+            offset,
+            PreparedChunk {
+                len: data.len(),
+                kind: prepared,
+            },
+        )
+    }
+
+    /// A handle that hashes and compresses chunks on other threads; hand the results to
+    /// [`BackupWriter::put_prepared`]. This is how a reader keeps both cores busy.
+    pub fn preparer(&self) -> ChunkPreparer {
+        ChunkPreparer {
+            store: self.store.clone(),
+            level: self.level,
+        }
+    }
+
+    /// Records a chunk made by [`ChunkPreparer::prepare`] at `offset` (a chunk boundary).
+    pub fn put_prepared(&mut self, d: DiskHandle, offset: u64, p: PreparedChunk) -> Result<()> {
+        let (slot, len) = self.slot(d, offset)?;
+        if p.len != len {
+            return Err(StoreError::Invalid(format!(
+                "chunk at offset {offset} has {} bytes, expected {len}",
+                p.len
+            )));
+        }
+        self.stats.bytes_read += len as u64;
+        let h = match p.kind {
+            Prepared::Zero => {
+                self.stats.zero_chunks += 1;
+                ChunkHash::ZERO
+            }
+            Prepared::New(h, enc, stored) if !(self.in_pack.contains(&h) || self.store.contains(&h)) => {
+                self.store_new(h, len, enc, &stored)?;
+                h
+            }
+            Prepared::Known(h) | Prepared::New(h, ..) => {
                 self.stats.reused_chunks += 1;
                 self.stats.reused_bytes += len as u64;
-            } else {
-                self.store_new(h, data)?;
+                h
             }
-            h
         };
         self.disks[d.0].slots[slot] = Some(h);
         Ok(())
     }
 
-    fn store_new(&mut self, h: ChunkHash, data: &[u8]) -> Result<()> {
-        let (enc, stored) = chunk::encode(data, self.store.config().zstd_level);
+    fn store_new(&mut self, h: ChunkHash, raw_len: usize, enc: chunk::Encoding, stored: &[u8]) -> Result<()> {
         if self.pack.is_none() {
             self.pack = Some(PackWriter::create(&self.store.packs_dir())?);
         }
         let pack = self.pack.as_mut().unwrap();
-        pack.append(h, enc, data.len() as u32, &stored)?;
+        pack.append(h, enc, raw_len as u32, stored)?;
         self.in_pack.insert(h);
         self.stats.new_chunks += 1;
-        self.stats.new_bytes += data.len() as u64;
+        self.stats.new_bytes += raw_len as u64;
         self.stats.stored_bytes += RECORD_HEADER_LEN + stored.len() as u64;
         if pack.len() >= self.store.config().pack_target {
             self.finish_pack()?;
@@ -368,6 +416,55 @@ impl BackupWriter {
 
     fn staging_dir(&self) -> PathBuf {
         self.store.tmp_dir().join(&self.id)
+    }
+}
+
+/// A chunk hashed, and compressed if the store lacks it, by a [`ChunkPreparer`].
+pub struct PreparedChunk {
+    len: usize,
+    kind: Prepared,
+}
+
+enum Prepared {
+    Zero,
+    /// Already in the store when prepared.
+    Known(ChunkHash),
+    /// Not in the store when prepared (another thread may store it first: then it counts
+    /// as reused and the compressed bytes are dropped).
+    New(ChunkHash, chunk::Encoding, Vec<u8>),
+}
+
+impl PreparedChunk {
+    /// The uncompressed length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Hashes and compresses chunks for one writer, on any thread (`Clone + Send`).
+#[derive(Clone)]
+pub struct ChunkPreparer {
+    store: Store,
+    level: i32,
+}
+
+impl ChunkPreparer {
+    pub fn prepare(&self, data: &[u8]) -> PreparedChunk {
+        let kind = if chunk::is_all_zero(data) {
+            Prepared::Zero
+        } else {
+            let h = ChunkHash::of(data);
+            if self.store.contains(&h) {
+                Prepared::Known(h)
+            } else {
+                let (enc, stored) = chunk::encode(data, self.level);
+                Prepared::New(h, enc, stored)
+            }
+        };
+        PreparedChunk { len: data.len(), kind }
     }
 }
 

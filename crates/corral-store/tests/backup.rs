@@ -210,3 +210,44 @@ fn store_config_is_checked_and_kept() {
     let id = w.finish(FinishOptions::default()).unwrap();
     assert_eq!(restore(&s, &id, "d"), &data[..10_000]);
 }
+
+#[test]
+fn chunks_prepared_on_other_threads_store_the_same_backup() {
+    let t = tempfile::tempdir().unwrap();
+    let s = new_store(t.path());
+    let mut disk = make_disk(16 * MIB, 11);
+    // The same chunk twice in this disk: prepared apart, it must still be stored once.
+    let (a, b) = disk.split_at_mut(8 * MIB);
+    b[..CS].copy_from_slice(&a[CS..2 * CS]);
+    let mut w = begin(&s, "par", BackupKind::Full, None);
+    let d = w.add_disk(disk_info("disk0", disk.len())).unwrap();
+    let preparer = w.preparer();
+    let halves: Vec<Vec<(u64, corral_store::PreparedChunk)>> = std::thread::scope(|sc| {
+        let jobs: Vec<_> = disk
+            .chunks(8 * MIB)
+            .enumerate()
+            .map(|(k, half)| {
+                let p = preparer.clone();
+                sc.spawn(move || {
+                    half.chunks(CS)
+                        .enumerate()
+                        .map(|(i, c)| ((k * 8 * MIB + i * CS) as u64, p.prepare(c)))
+                        .collect()
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    for (off, p) in halves.into_iter().flatten() {
+        w.put_prepared(d, off, p).unwrap();
+    }
+    assert_eq!(w.stats().reused_chunks, 1, "the repeated chunk is stored once");
+    assert_eq!(w.stats().bytes_read, disk.len() as u64);
+    let id = w.finish(Default::default()).unwrap();
+    assert_eq!(hash(&restore(&s, &id, "disk0")), hash(&disk));
+    // A prepared chunk of the wrong length is refused.
+    let mut w = begin(&s, "par2", BackupKind::Full, None);
+    let d = w.add_disk(disk_info("disk0", 2 * CS)).unwrap();
+    let short = w.preparer().prepare(&[1u8; 100]);
+    assert!(w.put_prepared(d, 0, short).is_err());
+}

@@ -59,6 +59,22 @@ pub struct JobInfo {
     pub message: Option<String>,
     /// The process running it.
     pub pid: u32,
+    /// Byte counts of a backup or restore (streamed while it runs; not kept in `job list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<TransferBytes>,
+}
+
+/// What a backup or restore has moved so far, in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferBytes {
+    /// Read from the disk (backup) or from the store (restore), uncompressed.
+    pub read: u64,
+    /// Of those, not in the store before: stored now.
+    pub new: u64,
+    /// Of those, already in the store (another backup or VM had them).
+    pub reused: u64,
+    /// What the new bytes took in the store, compressed.
+    pub stored: u64,
 }
 
 impl JobInfo {

@@ -14,7 +14,7 @@ pub mod status;
 
 pub use disk::{ChainLayer, CloneReport, ClonedDisk, CommitReport, ConsolidateItem, DiskChain, ImageInfo};
 pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};
-pub use job::{JobInfo, JobState};
+pub use job::{JobInfo, JobState, TransferBytes};
 pub use name::{NameError, VmName};
 pub use spec::{
     Accel, BootFrom, BootSpec, DiskBus, DiskFormat, DiskRole, DiskSpec, DisplayMode, DisplaySpec, MacAddr, Machine,

@@ -27,16 +27,20 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
                 let r = crate::progress::with_progress(engine, json, engine.backup_run(vm, full, skeleton)).await?;
                 if !json {
                     let s = &r.stats;
+                    let rate = s.bytes_read as f64 / (s.duration_ms.max(1) as f64 / 1000.0);
                     println!(
-                        "backed up {} as {} ({}): read {}, new {} ({} stored), {} chunks from the parent, in {} ms",
+                        "backed up {} as {} ({}): read {}, new {} ({} stored), reused {}, {} chunks from the \
+                         parent, in {:.1}s ({}/s)",
                         r.vm,
                         r.id,
                         r.kind,
                         size(s.bytes_read),
                         size(s.new_bytes),
                         size(s.stored_bytes),
+                        size(s.reused_bytes),
                         s.parent_chunks,
-                        s.duration_ms
+                        s.duration_ms as f64 / 1000.0,
+                        size(rate as u64)
                     );
                     if let Some(why) = &r.fell_back {
                         println!("  read in full instead of incrementally: {why}");

@@ -8,6 +8,7 @@
 //! only new chunks), so an incremental is never wrong.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_nbd::{ConnectOptions, NbdClient};
@@ -17,6 +18,7 @@ use corral_types::{DiskRole, VmSpec};
 use serde::Serialize;
 
 use super::fleece::FleeceRequest;
+use super::pipeline::{store_chunks, Counters};
 use super::Engine;
 use crate::error::EngineError;
 
@@ -39,7 +41,7 @@ fn bitmap_name(backup_id: &str) -> String {
     format!("corral-{backup_id}")
 }
 
-fn store_err(e: corral_store::StoreError) -> EngineError {
+pub(crate) fn store_err(e: corral_store::StoreError) -> EngineError {
     EngineError::Tool {
         what: "backup store".into(),
         message: e.to_string(),
@@ -112,14 +114,16 @@ impl Engine {
         };
         let spec_doc = serde_json::to_value(&spec).map_err(|e| EngineError::op(name, "backup", e.to_string()))?;
         let begin = |kind: BackupKind, parent: Option<String>| {
-            store
+            let mut w = store
                 .begin(BeginOptions {
                     vm: spec.name.to_string(),
                     kind,
                     parent,
                     spec: spec_doc.clone(),
                 })
-                .map_err(store_err)
+                .map_err(store_err)?;
+            w.set_zstd_level(self.cfg.backup.zstd_level).map_err(store_err)?;
+            Ok::<_, EngineError>(w)
         };
         let requests = |with_since: bool, new_bitmap: String| -> Vec<FleeceRequest> {
             read.iter()
@@ -161,7 +165,9 @@ impl Engine {
             "backup",
             &format!("{name} ({})", if incremental { "incremental" } else { "full" }),
         )?;
+        let counters = Arc::new(Counters::default());
         let mut base = 0u64;
+        let mut slot = Some(writer);
         let result = async {
             for d in &spec.disks {
                 let exported = fleece.disks.iter().find(|x| x.disk == d.name);
@@ -174,8 +180,10 @@ impl Engine {
                     bus: d.bus.as_str().into(),
                     format: d.format.as_str().into(),
                 };
+                let mut writer = slot.take().expect("the writer is back after each disk");
                 let Some(x) = exported else {
                     writer.add_skeleton_disk(info).map_err(store_err)?;
+                    slot = Some(writer);
                     continue;
                 };
                 let handle = writer.add_disk(info).map_err(store_err)?;
@@ -188,7 +196,6 @@ impl Engine {
                     .map_err(nbd_err(name))?;
                 let size = nbd.size();
                 // Which chunk offsets to read: the dirty ones, or every allocated one.
-                let mut offsets: Vec<u64> = vec![];
                 let extents = match (&x.bitmap, incremental) {
                     (Some(b), true) => nbd.dirty_extents(b).await.map_err(nbd_err(name))?,
                     _ => nbd
@@ -199,6 +206,7 @@ impl Engine {
                         .filter(|e| !e.is_zero())
                         .collect(),
                 };
+                let mut offsets: Vec<u64> = vec![];
                 for e in extents {
                     let mut off = e.offset / chunk * chunk;
                     while off < e.end() {
@@ -208,15 +216,12 @@ impl Engine {
                         off += chunk;
                     }
                 }
-                let mut written = std::collections::HashSet::new();
                 let n = offsets.len().max(1) as u64;
-                for (k, off) in offsets.into_iter().enumerate() {
-                    job.progress(base + size * k as u64 / n, total);
-                    let len = chunk.min(size - off) as usize;
-                    let data = nbd.read(off, len).await.map_err(nbd_err(name))?;
-                    writer.write_chunk(handle, off, &data).map_err(store_err)?;
-                    written.insert(off);
-                }
+                let (mut writer, written) =
+                    store_chunks(name, &mut nbd, writer, handle, &offsets, chunk, &counters, |k| {
+                        job.progress_bytes(base + size * k as u64 / n, total, counters.snapshot())
+                    })
+                    .await?;
                 if incremental {
                     writer.copy_all_unchanged_from_parent(handle).map_err(store_err)?;
                 } else {
@@ -229,28 +234,29 @@ impl Engine {
                         off += chunk;
                     }
                 }
+                slot = Some(writer);
                 let _ = nbd.close().await;
                 base += size;
-                job.progress(base, total);
+                job.progress_bytes(base, total, counters.snapshot());
             }
             Ok::<(), EngineError>(())
         }
         .await;
-        match result {
-            Ok(()) => {
-                let stats = writer.stats().clone();
+        match (result, slot) {
+            (Ok(()), Some(writer)) => {
                 let id = writer
                     .finish(FinishOptions {
                         tags: spec.tags.clone(),
                     })
+                    .and_then(|id| store.manifest(&id))
                     .map_err(store_err);
                 let ok = id.is_ok();
-                job.finish(&id, id.as_ref().ok().map(|i| format!("stored backup {i}")));
+                job.finish(&id, id.as_ref().ok().map(|m| format!("stored backup {}", m.id)));
                 let closed = self.fleece_close(fleece, ok).await;
-                let id = id?;
+                let m = id?;
                 closed?;
                 Ok(BackupReport {
-                    id,
+                    id: m.id,
                     vm: spec.name.to_string(),
                     kind: if incremental {
                         "incremental"
@@ -262,12 +268,15 @@ impl Engine {
                     .into(),
                     fell_back,
                     frozen,
-                    stats,
+                    stats: m.stats,
                 })
             }
-            Err(e) => {
+            (result, slot) => {
+                let e = result
+                    .err()
+                    .unwrap_or_else(|| EngineError::op(name, "backup", "the writer was lost"));
                 job.finish(&Err::<(), _>(EngineError::op(name, "backup", e.to_string())), None);
-                drop(writer);
+                drop(slot);
                 let _ = self.fleece_close(fleece, false).await;
                 Err(e)
             }

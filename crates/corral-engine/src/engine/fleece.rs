@@ -370,6 +370,8 @@ impl Engine {
             where_: " in $PATH".into(),
         })?;
         crate::paths::ensure_dir(&paths.run, 0o700).map_err(EngineError::io(&paths.run))?;
+        // A VM whose disks live elsewhere and that never ran has no data dir yet (the log goes there).
+        crate::paths::ensure_dir(&paths.data, 0o700).map_err(EngineError::io(&paths.data))?;
         let mon = paths.run.join("qsd.sock");
         let _ = std::fs::remove_file(&mon);
         let mut cmd = tokio::process::Command::new(bin);

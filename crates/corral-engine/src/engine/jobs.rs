@@ -41,10 +41,22 @@ impl Job<'_> {
 
     /// Reports progress: `done` of `total` units.
     pub fn progress(&self, done: u64, total: u64) {
+        self.progress_with(done, total, None)
+    }
+
+    /// Reports progress with the byte counts of a backup or restore.
+    pub fn progress_bytes(&self, done: u64, total: u64, bytes: corral_types::TransferBytes) {
+        self.progress_with(done, total, Some(bytes))
+    }
+
+    fn progress_with(&self, done: u64, total: u64, bytes: Option<corral_types::TransferBytes>) {
         let info = {
             let mut i = self.info.lock().unwrap_or_else(|p| p.into_inner());
             i.done = done;
             i.total = total;
+            if bytes.is_some() {
+                i.bytes = bytes;
+            }
             i.clone()
         };
         let now = Instant::now();
@@ -140,6 +152,7 @@ impl Engine {
             finished_ms: None,
             message: None,
             pid,
+            bytes: None,
         };
         let _ = self.job_tx.send(info.clone());
         Ok(Job {
@@ -189,6 +202,7 @@ mod tests {
             finished_ms: None,
             message: None,
             pid,
+            bytes: None,
         };
         assert_eq!(derive(job(dead, JobState::Running)).state, JobState::Interrupted);
         assert_eq!(

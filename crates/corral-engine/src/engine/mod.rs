@@ -15,6 +15,7 @@ mod img;
 pub mod jobs;
 pub mod layers;
 mod lifecycle;
+mod pipeline;
 pub mod save;
 pub mod snapshot;
 mod state;

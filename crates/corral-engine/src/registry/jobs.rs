@@ -28,6 +28,7 @@ fn row_to_job(r: &Row<'_>) -> rusqlite::Result<JobInfo> {
         finished_ms: r.get(8)?,
         message: r.get(9)?,
         pid: r.get::<_, i64>(10)? as u32,
+        bytes: None,
     })
 }
 
