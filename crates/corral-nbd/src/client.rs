@@ -154,6 +154,45 @@ impl NbdClient {
         Ok(())
     }
 
+    /// Writes `data` at `offset` (split at the server's maximum request size). The offset
+    /// and length must be multiples of the export's minimum block size, except at its end.
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), NbdError> {
+        self.check_range("write", offset, data.len() as u64)?;
+        if self.export.read_only() {
+            return Err(NbdError::Unsupported {
+                what: "writing".into(),
+                hint: "the server exports this image read-only".into(),
+            });
+        }
+        let min = u64::from(self.export.min_block());
+        let end = offset + data.len() as u64;
+        if !offset.is_multiple_of(min) || !(end.is_multiple_of(min) || end == self.export.size) {
+            return Err(NbdError::OutOfRange {
+                what: "write (not aligned to the export's block size)",
+                offset,
+                len: data.len() as u64,
+                size: self.export.size,
+            });
+        }
+        let step = self.export.max_request() as usize;
+        let mut at = offset;
+        for chunk in data.chunks(step) {
+            let during = format!("writing {} bytes at offset {at}", chunk.len());
+            self.guard(&during)?;
+            let res = within(self.timeout, &during, self.tx.write(at, chunk)).await;
+            self.note(res)?;
+            at += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Asks the server to make every write so far durable (`NBD_CMD_FLUSH`).
+    pub async fn flush(&mut self) -> Result<(), NbdError> {
+        self.guard("flushing")?;
+        let res = within(self.timeout, "flushing", self.tx.flush()).await;
+        self.note(res)
+    }
+
     /// The status of `[offset, offset + len)` in metadata context `context` (a name given in
     /// [`ConnectOptions::meta_contexts`]): consecutive extents covering exactly that range,
     /// as the server reported them (asking again where a reply covered less).

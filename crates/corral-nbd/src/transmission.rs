@@ -141,6 +141,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<S> {
         }
     }
 
+    /// `NBD_CMD_WRITE` of `data` (≤ the server's maximum) at `offset`.
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), NbdError> {
+        let len = u32::try_from(data.len()).map_err(|_| NbdError::Protocol("write request over 4 GiB".into()))?;
+        let req = self.send_with(wire::CMD_WRITE, offset, len, data).await?;
+        self.empty_reply(&req).await
+    }
+
+    /// `NBD_CMD_FLUSH`: everything written so far is on stable storage when it returns.
+    pub async fn flush(&mut self) -> Result<(), NbdError> {
+        let req = self.send(wire::CMD_FLUSH, 0, 0).await?;
+        self.empty_reply(&req).await
+    }
+
+    /// The reply of a command that returns no data: a simple reply, or structured chunks
+    /// that are only NONE or errors.
+    async fn empty_reply(&mut self, req: &Request) -> Result<(), NbdError> {
+        let mut error: Option<NbdError> = None;
+        loop {
+            let (flags, kind, plen) = match self.header(req).await? {
+                ReplyHeader::Simple { error: 0, .. } => return Ok(()),
+                ReplyHeader::Simple { error, .. } => return Err(command_error(req, error, String::new(), None)),
+                ReplyHeader::Chunk { flags, kind, len, .. } => (flags, kind, len),
+            };
+            match kind {
+                wire::REPLY_TYPE_NONE => none_chunk(flags, plen)?,
+                k if k & wire::REPLY_TYPE_ERROR_BIT != 0 => {
+                    let e = self.error_chunk(req, k, plen).await?;
+                    error.get_or_insert(e);
+                }
+                k => return Err(unexpected_chunk(k, command_name(req.command))),
+            }
+            if flags & wire::REPLY_FLAG_DONE != 0 {
+                break;
+            }
+        }
+        error.map_or(Ok(()), Err)
+    }
+
     /// `NBD_CMD_DISC` (no reply), then closes our side.
     pub async fn disconnect(&mut self) -> Result<(), NbdError> {
         self.send(wire::CMD_DISC, 0, 0).await?;
@@ -151,6 +189,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<S> {
     }
 
     async fn send(&mut self, command: u16, offset: u64, len: u32) -> Result<Request, NbdError> {
+        self.send_with(command, offset, len, &[]).await
+    }
+
+    /// Sends a request header followed by `payload` (a WRITE's data).
+    async fn send_with(&mut self, command: u16, offset: u64, len: u32, payload: &[u8]) -> Result<Request, NbdError> {
         let req = Request {
             flags: 0,
             command,
@@ -164,6 +207,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<S> {
             .write_all(&req.encode())
             .await
             .map_err(|e| NbdError::io(during, e))?;
+        if !payload.is_empty() {
+            self.stream
+                .write_all(payload)
+                .await
+                .map_err(|e| NbdError::io(during, e))?;
+        }
         self.stream.flush().await.map_err(|e| NbdError::io(during, e))?;
         Ok(req)
     }
@@ -224,6 +273,8 @@ fn command_name(command: u16) -> &'static str {
     match command {
         wire::CMD_READ => "READ",
         wire::CMD_BLOCK_STATUS => "BLOCK_STATUS",
+        wire::CMD_WRITE => "WRITE",
+        wire::CMD_FLUSH => "FLUSH",
         _ => "a command",
     }
 }

@@ -59,7 +59,9 @@ pub const STRUCTURED_REPLY_LEN: usize = 20;
 
 /// Commands.
 pub const CMD_READ: u16 = 0;
+pub const CMD_WRITE: u16 = 1;
 pub const CMD_DISC: u16 = 2;
+pub const CMD_FLUSH: u16 = 3;
 pub const CMD_BLOCK_STATUS: u16 = 7;
 
 /// Structured reply chunk flags and types.

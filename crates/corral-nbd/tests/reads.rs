@@ -149,3 +149,50 @@ async fn tcp_connection_reads_the_same_bytes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn writes_land_in_the_image_and_a_read_only_export_refuses_them() {
+    let img = Image::create(8 * MIB);
+    let nbd = QemuNbd::start_writable(&img);
+    bounded(async {
+        let mut c = nbd.connect(&opts()).await.unwrap();
+        assert!(!c.export().read_only());
+        let data: Vec<u8> = (0..3 * MIB as usize).map(|i| (i % 251) as u8).collect();
+        c.write(MIB, &data).await.unwrap();
+        c.flush().await.unwrap();
+        assert_eq!(c.read(MIB, data.len()).await.unwrap(), data);
+        // Past the end: refused before anything is sent, and the connection still works.
+        assert!(c.write(7 * MIB, &data).await.is_err());
+        assert_eq!(c.read(MIB, 16).await.unwrap(), data[..16]);
+        c.close().await.unwrap();
+    })
+    .await;
+    drop(nbd);
+    // What qemu-io reads from the image file afterwards is what was written.
+    let out = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "read -P 0x0 0 1M", "-c", "read -P 0x0 4M 4M"])
+        .arg(&img.path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("Pattern verification failed"), "{text}");
+    let out_raw = img.dir.path().join("out.raw");
+    let dumped = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .args([&img.path, &out_raw])
+        .status()
+        .unwrap();
+    assert!(dumped.success());
+    let raw = std::fs::read(&out_raw).unwrap();
+    let want: Vec<u8> = (0..3 * MIB as usize).map(|i| (i % 251) as u8).collect();
+    assert_eq!(first_difference(&raw[MIB as usize..4 * MIB as usize], &want), None);
+
+    let ro = QemuNbd::start(&img, &[]);
+    bounded(async {
+        let mut c = ro.connect(&opts()).await.unwrap();
+        let e = c.write(0, &[1u8; 512]).await.unwrap_err().to_string();
+        assert!(e.contains("read-only"), "{e}");
+        c.close().await.unwrap();
+    })
+    .await;
+}

@@ -85,12 +85,22 @@ impl QemuNbd {
     /// Exports `image` read-only on a unix socket in the image's directory, with `extra`
     /// arguments (e.g. `--bitmap=bm0`, `--export-name=NAME`).
     pub fn start(image: &Image, extra: &[&str]) -> QemuNbd {
+        QemuNbd::start_mode(image, extra, true)
+    }
+
+    /// Exports `image` writable (for write and flush tests).
+    pub fn start_writable(image: &Image) -> QemuNbd {
+        QemuNbd::start_mode(image, &[], false)
+    }
+
+    fn start_mode(image: &Image, extra: &[&str], read_only: bool) -> QemuNbd {
         let sock = image.dir.path().join("nbd.sock");
         let _ = std::fs::remove_file(&sock);
         let child = Command::new("qemu-nbd")
             .arg("--persistent")
             .arg(format!("--socket={}", sock.display()))
-            .args(["--format=qcow2", "--read-only"])
+            .arg("--format=qcow2")
+            .args(read_only.then_some("--read-only"))
             .args(extra)
             .arg(&image.path)
             .stdin(Stdio::null())
