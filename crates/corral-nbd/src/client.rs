@@ -186,6 +186,39 @@ impl NbdClient {
         Ok(())
     }
 
+    /// Makes `[offset, offset + len)` read as zeros: `NBD_CMD_WRITE_ZEROES` where the server
+    /// offers it (no data crosses the socket), zero-filled writes otherwise.
+    pub async fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), NbdError> {
+        self.check_range("write zeroes", offset, len)?;
+        let step = u64::from(self.export.max_request());
+        if self.export.flags & crate::wire::TFLAG_SEND_WRITE_ZEROES == 0 {
+            let zeros = vec![0u8; step.min(len) as usize];
+            let mut at = offset;
+            while at < offset + len {
+                let n = step.min(offset + len - at) as usize;
+                self.write(at, &zeros[..n]).await?;
+                at += n as u64;
+            }
+            return Ok(());
+        }
+        if self.export.read_only() {
+            return Err(NbdError::Unsupported {
+                what: "writing".into(),
+                hint: "the server exports this image read-only".into(),
+            });
+        }
+        let mut at = offset;
+        while at < offset + len {
+            let n = step.min(offset + len - at);
+            let during = format!("writing {n} zero bytes at offset {at}");
+            self.guard(&during)?;
+            let res = within(self.timeout, &during, self.tx.write_zeroes(at, n as u32)).await;
+            self.note(res)?;
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Asks the server to make every write so far durable (`NBD_CMD_FLUSH`).
     pub async fn flush(&mut self) -> Result<(), NbdError> {
         self.guard("flushing")?;

@@ -148,6 +148,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transmission<S> {
         self.empty_reply(&req).await
     }
 
+    /// `NBD_CMD_WRITE_ZEROES` of `len` bytes at `offset` (no payload).
+    pub async fn write_zeroes(&mut self, offset: u64, len: u32) -> Result<(), NbdError> {
+        let req = self.send(wire::CMD_WRITE_ZEROES, offset, len).await?;
+        self.empty_reply(&req).await
+    }
+
     /// `NBD_CMD_FLUSH`: everything written so far is on stable storage when it returns.
     pub async fn flush(&mut self) -> Result<(), NbdError> {
         let req = self.send(wire::CMD_FLUSH, 0, 0).await?;
@@ -275,6 +281,7 @@ fn command_name(command: u16) -> &'static str {
         wire::CMD_BLOCK_STATUS => "BLOCK_STATUS",
         wire::CMD_WRITE => "WRITE",
         wire::CMD_FLUSH => "FLUSH",
+        wire::CMD_WRITE_ZEROES => "WRITE_ZEROES",
         _ => "a command",
     }
 }

@@ -40,6 +40,7 @@ pub const INFO_BLOCK_SIZE: u16 = 3;
 
 /// Transmission flags (in `NBD_INFO_EXPORT`).
 pub const TFLAG_READ_ONLY: u16 = 1 << 1;
+pub const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
 pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 
 /// Option replies longer than this are refused: no reply this client understands comes near
@@ -62,6 +63,7 @@ pub const CMD_READ: u16 = 0;
 pub const CMD_WRITE: u16 = 1;
 pub const CMD_DISC: u16 = 2;
 pub const CMD_FLUSH: u16 = 3;
+pub const CMD_WRITE_ZEROES: u16 = 6;
 pub const CMD_BLOCK_STATUS: u16 = 7;
 
 /// Structured reply chunk flags and types.

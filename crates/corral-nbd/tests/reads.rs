@@ -161,6 +161,13 @@ async fn writes_land_in_the_image_and_a_read_only_export_refuses_them() {
         c.write(MIB, &data).await.unwrap();
         c.flush().await.unwrap();
         assert_eq!(c.read(MIB, data.len()).await.unwrap(), data);
+        // Zeroing a stretch in the middle, then writing it back.
+        c.write_zeroes(2 * MIB, MIB).await.unwrap();
+        assert!(c.read(2 * MIB, MIB as usize).await.unwrap().iter().all(|&b| b == 0));
+        assert_eq!(c.read(MIB, MIB as usize).await.unwrap(), data[..MIB as usize]);
+        c.write(2 * MIB, &data[MIB as usize..2 * MIB as usize]).await.unwrap();
+        // Flushed, or qemu-nbd's qcow2 metadata cache may die with it below.
+        c.flush().await.unwrap();
         // Past the end: refused before anything is sent, and the connection still works.
         assert!(c.write(7 * MIB, &data).await.is_err());
         assert_eq!(c.read(MIB, 16).await.unwrap(), data[..16]);

@@ -31,7 +31,7 @@ pub use gc::{GcOptions, GcReport};
 pub use index::DiskIndex;
 pub use manifest::{BackupKind, BackupStats, DiskEntry, DiskInfo, Manifest, MANIFEST_VERSION};
 pub use prune::{select as prune_select, PruneDecision, PrunePolicy, Reasons as KeepReasons};
-pub use reader::{DiskReader, RestoredChunk};
+pub use reader::{DiskReader, RestoredChunk, RestoredRun};
 pub use store::{Store, StoreConfig, STORE_VERSION};
 pub use verify::{BrokenBackup, ChunkProblem, ChunkRef, VerifyReport};
 pub use writer::{BackupWriter, BeginOptions, ChunkPreparer, DiskHandle, FinishOptions, PreparedChunk};

@@ -70,6 +70,115 @@ impl DiskReader {
     }
 }
 
+/// A stretch of a restored disk: `len` bytes at `offset` that are all zero (`data` empty) or
+/// that hold `data`.
+#[derive(Debug)]
+pub struct RestoredRun {
+    pub offset: u64,
+    pub len: u64,
+    /// Empty for a zero run.
+    pub data: Vec<u8>,
+}
+
+impl RestoredRun {
+    pub fn is_zero(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+impl DiskReader {
+    /// Decodes and checks the disk on `threads` threads and hands it to `sink` as runs of
+    /// up to `run_bytes` (data runs) in no particular order; consecutive zero chunks come
+    /// as one zero run each. Every chunk is checked against its hash before it is handed
+    /// on. Stops at the first bad chunk (its error is returned) or when `sink` returns
+    /// false (then `Ok(false)`).
+    pub fn restore_runs(
+        self,
+        threads: usize,
+        run_bytes: usize,
+        sink: impl Fn(RestoredRun) -> bool + Sync,
+    ) -> Result<bool> {
+        let cs = self.index.chunk_size as usize;
+        let per_run = (run_bytes / cs).max(1);
+        // Work items: ranges of chunk numbers, all zero or all data.
+        let mut items: Vec<(usize, usize, bool)> = vec![];
+        for (i, h) in self.index.chunks.iter().enumerate() {
+            let zero = h.is_zero();
+            match items.last_mut() {
+                Some((start, end, z)) if *z == zero && *end == i && (zero || i - *start < per_run) => *end = i + 1,
+                _ => items.push((i, i + 1, zero)),
+            }
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let failed: std::sync::Mutex<Option<StoreError>> = std::sync::Mutex::new(None);
+        let work = || {
+            let mut files = PackFiles::default();
+            loop {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(start, end, zero)) = items.get(k) else {
+                    return;
+                };
+                let offset = start as u64 * cs as u64;
+                let len: u64 = (start..end).map(|i| self.index.chunk_len(i) as u64).sum();
+                let mut data = Vec::new();
+                if !zero {
+                    data.reserve(len as usize);
+                    for i in start..end {
+                        match self.checked_chunk(&mut files, i) {
+                            Ok(d) => data.extend_from_slice(&d),
+                            Err(e) => {
+                                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                                failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                                return;
+                            }
+                        }
+                    }
+                }
+                if !sink(RestoredRun { offset, len, data }) {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(work);
+            }
+        });
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(!stop.load(std::sync::atomic::Ordering::Relaxed)),
+        }
+    }
+
+    /// Chunk `i`, read, decoded and checked against its hash.
+    fn checked_chunk(&self, files: &mut PackFiles, i: usize) -> Result<Vec<u8>> {
+        let h = self.index.chunks[i];
+        let offset = i as u64 * self.index.chunk_size as u64;
+        let len = self.index.chunk_len(i);
+        self.store
+            .read_chunk(files, &h)
+            .and_then(|d| {
+                if d.len() == len {
+                    Ok(d)
+                } else {
+                    Err(format!("has {} bytes where the disk needs {len}", d.len()))
+                }
+            })
+            .map_err(|problem| StoreError::BadChunk {
+                id: self.id.clone(),
+                disk: self.disk.clone(),
+                offset,
+                hash: h,
+                problem,
+            })
+    }
+}
+
 impl Iterator for DiskReader {
     type Item = Result<RestoredChunk>;
 
@@ -78,36 +187,21 @@ impl Iterator for DiskReader {
         let h: ChunkHash = *self.index.chunks.get(i)?;
         self.pos += 1;
         let offset = i as u64 * self.index.chunk_size as u64;
-        let len = self.index.chunk_len(i);
         if h.is_zero() {
+            let len = self.index.chunk_len(i);
             return Some(Ok(RestoredChunk {
                 offset,
                 data: vec![0; len],
                 zero: true,
             }));
         }
-        let res = self
-            .store
-            .read_chunk(&mut self.files, &h)
-            .and_then(|d| {
-                if d.len() == len {
-                    Ok(d)
-                } else {
-                    Err(format!("has {} bytes where the disk needs {len}", d.len()))
-                }
-            })
-            .map(|data| RestoredChunk {
-                offset,
-                data,
-                zero: false,
-            })
-            .map_err(|problem| StoreError::BadChunk {
-                id: self.id.clone(),
-                disk: self.disk.clone(),
-                offset,
-                hash: h,
-                problem,
-            });
+        let mut files = std::mem::take(&mut self.files);
+        let res = self.checked_chunk(&mut files, i).map(|data| RestoredChunk {
+            offset,
+            data,
+            zero: false,
+        });
+        self.files = files;
         if res.is_err() {
             // Loud and final: no further chunks after a bad one.
             self.pos = self.index.chunks.len();

@@ -251,3 +251,41 @@ fn chunks_prepared_on_other_threads_store_the_same_backup() {
     let short = w.preparer().prepare(&[1u8; 100]);
     assert!(w.put_prepared(d, 0, short).is_err());
 }
+
+#[test]
+fn parallel_restore_runs_cover_the_disk_exactly() {
+    let t = tempfile::tempdir().unwrap();
+    let s = new_store(t.path());
+    // Not a whole number of chunks: the last run is short.
+    let disk = make_disk(12 * MIB + 5000, 5);
+    let id = full(&s, "runs", &disk);
+    let out = std::sync::Mutex::new(vec![0xeeu8; disk.len()]);
+    let covered = std::sync::atomic::AtomicU64::new(0);
+    let done = s
+        .read_disk(&id, "disk0")
+        .unwrap()
+        .restore_runs(3, MIB, |r| {
+            assert!(r.is_zero() || r.data.len() as u64 == r.len);
+            assert!(r.is_zero() || r.len <= MIB as u64);
+            let mut o = out.lock().unwrap();
+            let dst = &mut o[r.offset as usize..(r.offset + r.len) as usize];
+            if r.is_zero() {
+                dst.fill(0);
+            } else {
+                dst.copy_from_slice(&r.data);
+            }
+            covered.fetch_add(r.len, std::sync::atomic::Ordering::Relaxed);
+            true
+        })
+        .unwrap();
+    assert!(done);
+    assert_eq!(covered.into_inner(), disk.len() as u64, "every byte exactly once");
+    assert_eq!(hash(&out.into_inner().unwrap()), hash(&disk));
+    // A sink that says stop ends it early without an error.
+    let stopped = s
+        .read_disk(&id, "disk0")
+        .unwrap()
+        .restore_runs(2, MIB, |_| false)
+        .unwrap();
+    assert!(!stopped);
+}

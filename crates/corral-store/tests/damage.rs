@@ -94,6 +94,21 @@ fn flipped_byte_is_named_by_verify_and_fails_restore() {
     let msg = err.to_string();
     assert!(msg.contains(&id1) && msg.contains(&format!("offset {offset}")), "{msg}");
 
+    // The parallel restore stops at the damage too, with the same error.
+    let reached = std::sync::atomic::AtomicU64::new(0);
+    let par = s.read_disk(&id1, "disk0").unwrap().restore_runs(2, 4 * MIB, |r| {
+        assert!(
+            r.offset + r.len <= offset || r.offset > offset,
+            "a run over the damage was handed on"
+        );
+        reached.fetch_add(r.len, std::sync::atomic::Ordering::Relaxed);
+        true
+    });
+    match par {
+        Err(StoreError::BadChunk { offset: o, .. }) => assert_eq!(o, offset),
+        other => panic!("parallel restore of a damaged disk: {other:?}"),
+    }
+
     // gc does not repack or drop the damaged chunk's pack.
     s.gc(&Default::default()).unwrap();
     assert!(!s.verify(&[]).unwrap().is_ok());

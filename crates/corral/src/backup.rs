@@ -1,6 +1,7 @@
 //! `corral backup …`: dispatch and output.
 
 use corral_engine::engine::backup::BackupSummary;
+use corral_engine::engine::restore::RestoreRequest;
 use corral_engine::Engine;
 use corral_types::ByteSize;
 
@@ -208,12 +209,44 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
                 anyhow::bail!("the restored VM showed no sign of life");
             }
         }
-        BackupCmd::Restore { id, as_name } => {
-            let spec = engine.backup_restore(&id, &as_name).await?;
+        BackupCmd::Restore {
+            id,
+            as_name,
+            disks,
+            in_place,
+        } => {
+            let req = RestoreRequest {
+                id,
+                as_name,
+                disks,
+                in_place,
+            };
+            let r = crate::progress::with_progress(engine, json, engine.backup_restore(&req)).await?;
             if json {
-                output::json(&serde_json::json!({"id": id, "vm": spec.name.as_str()}));
+                output::json(&r);
             } else {
-                println!("restored backup {id} as VM {}", spec.name);
+                let written: u64 = r.disks.iter().map(|d| d.written).sum();
+                if r.in_place {
+                    println!("restored backup {} over the disks of {}", r.backup, r.vm);
+                } else {
+                    println!("restored backup {} as VM {}", r.backup, r.vm);
+                }
+                for d in &r.disks {
+                    println!(
+                        "  {}: {} ({}, {} written) {}",
+                        d.name,
+                        d.how,
+                        size(d.size),
+                        size(d.written),
+                        d.path.display()
+                    );
+                }
+                println!(
+                    "  {} in {:.1}s ({}/s)",
+                    size(written),
+                    r.millis as f64 / 1000.0,
+                    size((written as f64 / (r.millis.max(1) as f64 / 1000.0)) as u64)
+                );
             }
         }
     }

@@ -129,13 +129,20 @@ pub enum BackupCmd {
         #[arg(long, value_name = "DURATION", default_value = "2m")]
         timeout: HumanDuration,
     },
-    /// Restore a backup as a new VM.
+    /// Restore a backup: as a new VM (--as), over the stopped VM's disks (--in-place), or
+    /// under its own name when no VM has it.
     Restore {
         /// The backup's id (`corral backup list`).
         id: String,
         /// The new VM's name.
-        #[arg(long = "as", value_name = "NAME")]
-        as_name: String,
+        #[arg(long = "as", value_name = "NAME", conflicts_with = "in_place")]
+        as_name: Option<String>,
+        /// Only this disk (repeatable). With --as the others come back empty.
+        #[arg(long = "disk", value_name = "NAME")]
+        disks: Vec<String>,
+        /// Overwrite the disks of the backup's VM, which must be stopped.
+        #[arg(long)]
+        in_place: bool,
     },
 }
 

@@ -18,7 +18,7 @@ use corral_types::{DiskRole, VmSpec};
 use serde::Serialize;
 
 use super::fleece::FleeceRequest;
-use super::pipeline::{store_chunks, Counters};
+use super::pipeline::{store_chunks, Counters, ReadPlan};
 use super::Engine;
 use crate::error::EngineError;
 
@@ -217,11 +217,19 @@ impl Engine {
                     }
                 }
                 let n = offsets.len().max(1) as u64;
-                let (mut writer, written) =
-                    store_chunks(name, &mut nbd, writer, handle, &offsets, chunk, &counters, |k| {
-                        job.progress_bytes(base + size * k as u64 / n, total, counters.snapshot())
-                    })
-                    .await?;
+                let (mut writer, written) = store_chunks(
+                    name,
+                    &mut nbd,
+                    writer,
+                    ReadPlan {
+                        disk: handle,
+                        offsets: &offsets,
+                        chunk,
+                    },
+                    &counters,
+                    |k| job.progress_bytes(base + size * k as u64 / n, total, counters.snapshot()),
+                )
+                .await?;
                 if incremental {
                     writer.copy_all_unchanged_from_parent(handle).map_err(store_err)?;
                 } else {
@@ -329,86 +337,6 @@ impl From<&Manifest> for BackupSummary {
 }
 
 impl Engine {
-    /// Restores a backup as a new VM: every stored disk is written (hash-checked, sparse) and
-    /// converted to qcow2; a disk the backup did not store comes back empty at its size.
-    pub async fn backup_restore(&self, id: &str, as_name: &str) -> Result<VmSpec, EngineError> {
-        let new = corral_types::VmName::new(as_name)?;
-        let store = self.backup_store()?;
-        let m = store.manifest(id).map_err(|e| {
-            EngineError::invalid("-", "restore", format!("{e}; `corral backup list` shows the backups"))
-        })?;
-        let mut spec = manifest_spec(&m)
-            .ok_or_else(|| EngineError::op(&m.vm, "restore", "the backup's VM spec cannot be read"))?;
-        if self.reg().get(new.as_str())?.is_some() {
-            return Err(EngineError::Exists(new.to_string()));
-        }
-        let _lock = self.lock(&new, "restore")?;
-        let paths = self.paths(&new);
-        if paths.data.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false) {
-            return Err(EngineError::invalid(
-                as_name,
-                "restore",
-                format!(
-                    "{} already holds files; move them away or pick another name",
-                    paths.data.display()
-                ),
-            ));
-        }
-        crate::paths::ensure_dir(&paths.data, 0o700).map_err(EngineError::io(&paths.data))?;
-        spec.name = new.clone();
-        spec.uuid = None;
-        spec.network.mac = None;
-        spec.network.forwards.clear();
-        spec.display.vnc_port = None;
-        spec.autostart = false;
-        let mut created: Vec<PathBuf> = vec![];
-        let result = (|| {
-            for entry in &m.disks {
-                let Some(d) = spec.disks.iter_mut().find(|d| d.name == entry.info.name) else {
-                    continue;
-                };
-                let target = paths.disk(&d.name);
-                created.push(target.clone());
-                if entry.stored {
-                    let raw = paths.data.join(format!("{}.restore.raw", d.name));
-                    created.push(raw.clone());
-                    let mut f = std::fs::File::create(&raw).map_err(EngineError::io(&raw))?;
-                    let reader = store.read_disk(id, &d.name).map_err(store_err)?;
-                    let size = reader.restore_to(&mut f).map_err(store_err)?;
-                    f.set_len(size).map_err(EngineError::io(&raw))?;
-                    f.sync_all().map_err(EngineError::io(&raw))?;
-                    let (r, t) = (raw.display().to_string(), target.display().to_string());
-                    self.qemu_img(
-                        &["convert", "-f", "raw", "-O", "qcow2", "-o", "lazy_refcounts=on", &r, &t],
-                        "qemu-img convert (restore)",
-                    )?;
-                    let _ = std::fs::remove_file(&raw);
-                } else {
-                    super::define::create_qcow2(
-                        &self.cfg.qemu.img_binary,
-                        &target,
-                        corral_types::ByteSize(entry.info.size),
-                    )?;
-                }
-                d.path = Some(target);
-                d.format = corral_types::DiskFormat::Qcow2;
-                d.size = Some(corral_types::ByteSize(entry.info.size));
-            }
-            self.normalize(&mut spec, None);
-            self.reg().insert(&spec)
-        })();
-        if let Err(e) = result {
-            for p in &created {
-                let _ = std::fs::remove_file(p);
-            }
-            let _ = std::fs::remove_dir(&paths.data);
-            return Err(e);
-        }
-        Ok(spec)
-    }
-}
-
-impl Engine {
     /// The VMs a `backup run` selects: the names given, every VM with one of the tags, or all
     /// (minus the excluded). Unknown names and tags that match nothing are errors.
     pub fn backup_select(
@@ -473,103 +401,6 @@ impl Engine {
             ..Default::default()
         };
         self.backup_store()?.gc(&opts).map_err(store_err)
-    }
-}
-
-/// What `corral backup drill` found.
-#[derive(Debug, Clone, Serialize)]
-pub struct DrillReport {
-    pub backup: String,
-    pub vm: String,
-    pub passed: bool,
-    /// `guest-agent ping` or `console line "…"`.
-    pub sign: String,
-    /// Milliseconds from start to the sign of life (or to giving up).
-    pub millis: u64,
-    /// The last console lines when it failed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub last_console: Vec<String>,
-}
-
-impl Engine {
-    /// Restores a backup into a temporary VM without network, boots it, waits for a sign of
-    /// life (the guest agent's ping, or `expect_line` on the serial console), then removes
-    /// the temporary VM whatever happened.
-    pub async fn backup_drill(
-        &self,
-        id: &str,
-        expect_line: Option<&str>,
-        timeout: Duration,
-    ) -> Result<DrillReport, EngineError> {
-        let m = self
-            .backup_store()?
-            .manifest(id)
-            .map_err(|e| EngineError::invalid("-", "drill", format!("{e}; `corral backup list` shows the backups")))?;
-        let spec =
-            manifest_spec(&m).ok_or_else(|| EngineError::op(&m.vm, "drill", "the backup's spec cannot be read"))?;
-        if expect_line.is_none() && !spec.guest_agent {
-            return Err(EngineError::invalid(
-                &m.vm,
-                "drill",
-                "the VM has no guest agent to ping; give --expect-line TEXT that its console prints once it is up",
-            ));
-        }
-        let short: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).rev().take(8).collect();
-        let temp = format!("drill-{short}");
-        let restored = self.backup_restore(id, &temp).await?;
-        let result = self.drill_boot(&restored, expect_line, timeout).await;
-        // Always clean up: kill whatever runs, then delete the VM and its disks.
-        let _ = self.kill(&temp).await;
-        let deleted = self.delete(&temp, false).await;
-        let (passed, sign, millis, last_console) = result?;
-        deleted?;
-        Ok(DrillReport {
-            backup: id.to_string(),
-            vm: m.vm.clone(),
-            passed,
-            sign,
-            millis,
-            last_console,
-        })
-    }
-
-    async fn drill_boot(
-        &self,
-        spec: &VmSpec,
-        expect_line: Option<&str>,
-        timeout: Duration,
-    ) -> Result<(bool, String, u64, Vec<String>), EngineError> {
-        let name = spec.name.to_string();
-        // No network: a drill must never appear on the LAN next to the real VM.
-        let mut rec = self.get(&name)?;
-        rec.spec.network.mode = corral_types::NetworkMode::None;
-        rec.spec.network.mac = None;
-        rec.spec.display.mode = corral_types::DisplayMode::None;
-        self.reg().update(&rec.spec, rec.generation)?;
-        let started = std::time::Instant::now();
-        self.start(&name).await?;
-        let paths = self.paths(&rec.spec.name);
-        let sign = match expect_line {
-            Some(l) => format!("console line {l:?}"),
-            None => "guest-agent ping".to_string(),
-        };
-        while started.elapsed() < timeout {
-            let alive = match expect_line {
-                Some(line) => std::fs::read_to_string(paths.console_log())
-                    .map(|t| t.lines().any(|x| x.contains(line)))
-                    .unwrap_or(false),
-                None => match super::agent::GuestAgent::connect(&paths.qga_sock(), Duration::from_secs(1)).await {
-                    Ok(mut a) => a.ping(Duration::from_secs(2)).await.is_ok(),
-                    Err(_) => false,
-                },
-            };
-            if alive {
-                return Ok((true, sign, started.elapsed().as_millis() as u64, vec![]));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        let last = crate::process::tail_lines(&paths.console_log(), 5);
-        Ok((false, sign, started.elapsed().as_millis() as u64, last))
     }
 }
 

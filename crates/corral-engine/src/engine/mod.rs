@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod layers;
 mod lifecycle;
 mod pipeline;
+pub mod restore;
 pub mod save;
 pub mod snapshot;
 mod state;

@@ -74,6 +74,14 @@ fn workers() -> usize {
         .clamp(1, 4)
 }
 
+/// What to read of one disk: the chunks at `offsets` (sorted, multiples of `chunk`) into
+/// `disk` of the writer.
+pub(crate) struct ReadPlan<'a> {
+    pub disk: DiskHandle,
+    pub offsets: &'a [u64],
+    pub chunk: u64,
+}
+
 /// Reads the chunks at `offsets` (sorted, chunk-aligned) through `nbd` and stores them on
 /// `disk` of `writer`. Returns the writer and the offsets written. `progress` gets the
 /// number of offsets handled so far.
@@ -81,12 +89,11 @@ pub(crate) async fn store_chunks(
     vm: &str,
     nbd: &mut NbdClient,
     writer: BackupWriter,
-    disk: DiskHandle,
-    offsets: &[u64],
-    chunk: u64,
+    plan: ReadPlan<'_>,
     counters: &Arc<Counters>,
     mut progress: impl FnMut(usize),
 ) -> Result<(BackupWriter, HashSet<u64>), EngineError> {
+    let ReadPlan { disk, offsets, chunk } = plan;
     let size = nbd.size();
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(QUEUE);
     let batch_rx = Arc::new(Mutex::new(batch_rx));
