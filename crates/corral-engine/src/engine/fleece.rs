@@ -110,6 +110,55 @@ pub(crate) async fn node_bitmaps(qmp: &Qmp, vm: &str, node: &str) -> Result<Vec<
         .collect())
 }
 
+/// The bitmap an incremental reads is frozen (disabled) only from a backup's switch to its
+/// end, when it is dropped (success) or takes back what the new one recorded (failure).
+/// Found frozen, it belongs to a backup that never ended: its corral was killed, or the VM
+/// stopped under it, so the changes made since the switch are only in the bitmap that backup
+/// started. Merges every other `corral-` bitmap of the node into the frozen one and enables it
+/// again (merging more than needed only makes the incremental read more; never wrong).
+/// Returns why the bitmap cannot be used when no consistent bitmap recorded those changes.
+async fn reclaim_frozen_bitmap(
+    qmp: &Qmp,
+    vm: &str,
+    node: &str,
+    frozen: &str,
+    found: &[(String, bool, bool)],
+) -> Result<Option<&'static str>, EngineError> {
+    let others: Vec<&(String, bool, bool)> = found
+        .iter()
+        .filter(|(n, _, _)| n != frozen && n.starts_with("corral-"))
+        .collect();
+    if others.iter().any(|(_, _, inconsistent)| *inconsistent) {
+        return Ok(Some(
+            "QEMU marked the dirty bitmap of an interrupted backup inconsistent (changes may be missing) after",
+        ));
+    }
+    if !others.iter().any(|(_, recording, _)| *recording) {
+        return Ok(Some(
+            "no dirty bitmap recorded the changes since an interrupted backup froze",
+        ));
+    }
+    let names: Vec<&str> = others.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut actions = vec![
+        json!({"type": "block-dirty-bitmap-enable", "data": {"node": node, "name": frozen}}),
+        json!({"type": "block-dirty-bitmap-merge", "data": {"node": node, "target": frozen, "bitmaps": names}}),
+    ];
+    for n in &names {
+        actions.push(json!({"type": "block-dirty-bitmap-remove", "data": {"node": node, "name": n}}));
+    }
+    qmp.execute("transaction", Some(json!({"actions": actions})))
+        .await
+        .map_err(EngineError::qmp(vm))?;
+    tracing::warn!(
+        vm,
+        node,
+        bitmap = frozen,
+        merged = ?names,
+        "took back the changes an interrupted backup's bitmap recorded"
+    );
+    Ok(None)
+}
+
 impl Engine {
     /// Starts a point-in-time export of a VM's disks. A running (or paused) VM exports from
     /// its own QEMU (fleecing); a stopped (or saved) one from a `qemu-storage-daemon` that
@@ -151,6 +200,8 @@ impl Engine {
                     Some((_, _, true)) => {
                         Some("QEMU marked the dirty bitmap inconsistent (it was not closed cleanly) for")
                     }
+                    // Frozen by a backup that never ended.
+                    Some((_, false, _)) => reclaim_frozen_bitmap(&qmp, name, &node, b, &found).await?,
                     Some(_) => None,
                 };
                 if let Some(why) = why {
