@@ -110,6 +110,105 @@ pub(crate) async fn node_bitmaps(qmp: &Qmp, vm: &str, node: &str) -> Result<Vec<
         .collect())
 }
 
+/// A corral killed in the middle of a live backup leaves its export in the VM's QEMU: the
+/// NBD server and exports, the copy-before-write job (whose filter node hides the disk's own
+/// node, and with it the bitmaps) and the temporary fleece node. Nobody uses them: the
+/// caller holds the VM lock. Removes them, so the next backup starts from a clean graph; the
+/// frozen bitmap is dealt with per disk (`reclaim_frozen_bitmap`).
+async fn clear_leftover_export(qmp: &Qmp, vm: &str, paths: &crate::paths::VmPaths) -> Result<(), EngineError> {
+    let ids = |v: Value, key: &str, prefix: &str| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x[key].as_str())
+            .filter(|id| id.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    let exports = ids(
+        qmp.execute("query-block-exports", None)
+            .await
+            .map_err(EngineError::qmp(vm))?,
+        "id",
+        "exp-",
+    );
+    let jobs: Vec<String> = qmp
+        .query_jobs()
+        .await
+        .map_err(EngineError::qmp(vm))?
+        .into_iter()
+        .map(|j| j.id)
+        .filter(|id| id.starts_with("fleece-"))
+        .collect();
+    let nodes = ids(
+        qmp.execute("query-named-block-nodes", Some(json!({"flat": true})))
+            .await
+            .map_err(EngineError::qmp(vm))?,
+        "node-name",
+        "fl-",
+    );
+    let socket = paths.run.join("nbd.sock");
+    if exports.is_empty() && jobs.is_empty() && nodes.is_empty() && !socket.exists() {
+        return Ok(());
+    }
+    tracing::warn!(
+        vm,
+        ?exports,
+        ?jobs,
+        ?nodes,
+        "removing the export an interrupted backup left in QEMU"
+    );
+    for id in &exports {
+        let _ = qmp
+            .execute("block-export-del", Some(json!({"id": id, "mode": "hard"})))
+            .await;
+    }
+    let _ = qmp.execute("nbd-server-stop", None).await;
+    for id in &jobs {
+        let _ = qmp
+            .execute("block-job-cancel", Some(json!({"device": id, "force": true})))
+            .await;
+    }
+    for _ in 0..250 {
+        let left = qmp
+            .query_jobs()
+            .await
+            .map_err(EngineError::qmp(vm))?
+            .iter()
+            .any(|j| jobs.contains(&j.id));
+        if !left {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An export deleted in hard mode may let go of its node a moment later.
+    for n in &nodes {
+        for attempt in 0..50 {
+            match qmp.execute("blockdev-del", Some(json!({"node-name": n}))).await {
+                Ok(_) => break,
+                Err(e) if attempt == 49 => {
+                    return Err(EngineError::op(
+                        vm,
+                        "backup",
+                        format!("cannot remove node {n} an interrupted backup left in QEMU: {e}"),
+                    ))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(&paths.run) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("fleece-") && n.ends_with(".qcow2") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
 /// The bitmap an incremental reads is frozen (disabled) only from a backup's switch to its
 /// end, when it is dropped (success) or takes back what the new one recorded (failure).
 /// Found frozen, it belongs to a backup that never ended: its corral was killed, or the VM
@@ -179,7 +278,9 @@ impl Engine {
             });
         }
         let (qmp, daemon) = if live {
-            (self.monitor(&spec, &paths).await?, None)
+            let qmp = self.monitor(&spec, &paths).await?;
+            clear_leftover_export(&qmp, name, &paths).await?;
+            (qmp, None)
         } else {
             let (q, child) = self.storage_daemon(&spec, &paths).await?;
             (q, Some(child))
