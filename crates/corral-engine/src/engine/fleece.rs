@@ -542,13 +542,31 @@ impl Engine {
             .append(true)
             .open(paths.qemu_log())
             .map_err(EngineError::io(paths.qemu_log()))?;
-        let mut child = cmd
-            .stdin(std::process::Stdio::null())
+        cmd.stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(EngineError::io(paths.qemu_log()))?)
             .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(EngineError::io(&self.cfg.qemu.storage_daemon))?;
+            .kill_on_drop(true);
+        // A corral killed during a backup (SIGKILL, the OOM killer, Ctrl-C) must not leave the
+        // daemon behind: nobody would end it, and holding the images' locks it would keep the
+        // VM from starting and from being backed up again. The kernel sends it SIGTERM when
+        // corral goes, which qemu-storage-daemon handles like `quit`: it closes the images
+        // cleanly, persistent bitmaps included (the next backup takes their changes back, see
+        // `reclaim_frozen_bitmap`). The signal follows the thread that spawned the daemon: a
+        // runtime thread, alive as long as the runtime.
+        let parent = nix::unistd::getpid();
+        // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid() are async-signal-safe and touch no
+        // memory of the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)?;
+                // corral died before the line above took effect: do not start orphaned.
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other("corral exited"));
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(EngineError::io(&self.cfg.qemu.storage_daemon))?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
