@@ -381,7 +381,13 @@ impl Engine {
 
     /// Re-hashes every chunk the given backups (all without ids) refer to.
     pub fn backup_verify(&self, ids: &[String]) -> Result<corral_store::VerifyReport, EngineError> {
-        self.backup_store()?.verify(ids).map_err(store_err)
+        self.backup_store()?.verify(ids).map_err(|e| match e {
+            // A mistyped id is bad input (exit 2), like for show, restore and drill.
+            corral_store::StoreError::BackupNotFound(_) => {
+                EngineError::invalid("-", "verify", format!("{e}; `corral backup list` shows the backups"))
+            }
+            e => store_err(e),
+        })
     }
 
     /// Applies a keep-* policy to one VM's backups.

@@ -110,6 +110,154 @@ pub(crate) async fn node_bitmaps(qmp: &Qmp, vm: &str, node: &str) -> Result<Vec<
         .collect())
 }
 
+/// A corral killed in the middle of a live backup leaves its export in the VM's QEMU: the
+/// NBD server and exports, the copy-before-write job (whose filter node hides the disk's own
+/// node, and with it the bitmaps) and the temporary fleece node. Nobody uses them: the
+/// caller holds the VM lock. Removes them, so the next backup starts from a clean graph; the
+/// frozen bitmap is dealt with per disk (`reclaim_frozen_bitmap`).
+async fn clear_leftover_export(qmp: &Qmp, vm: &str, paths: &crate::paths::VmPaths) -> Result<(), EngineError> {
+    let ids = |v: Value, key: &str, prefix: &str| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x[key].as_str())
+            .filter(|id| id.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    let exports = ids(
+        qmp.execute("query-block-exports", None)
+            .await
+            .map_err(EngineError::qmp(vm))?,
+        "id",
+        "exp-",
+    );
+    let jobs: Vec<String> = qmp
+        .query_jobs()
+        .await
+        .map_err(EngineError::qmp(vm))?
+        .into_iter()
+        .map(|j| j.id)
+        .filter(|id| id.starts_with("fleece-"))
+        .collect();
+    let nodes = ids(
+        qmp.execute("query-named-block-nodes", Some(json!({"flat": true})))
+            .await
+            .map_err(EngineError::qmp(vm))?,
+        "node-name",
+        "fl-",
+    );
+    let socket = paths.run.join("nbd.sock");
+    if exports.is_empty() && jobs.is_empty() && nodes.is_empty() && !socket.exists() {
+        return Ok(());
+    }
+    tracing::warn!(
+        vm,
+        ?exports,
+        ?jobs,
+        ?nodes,
+        "removing the export an interrupted backup left in QEMU"
+    );
+    for id in &exports {
+        let _ = qmp
+            .execute("block-export-del", Some(json!({"id": id, "mode": "hard"})))
+            .await;
+    }
+    let _ = qmp.execute("nbd-server-stop", None).await;
+    for id in &jobs {
+        let _ = qmp
+            .execute("block-job-cancel", Some(json!({"device": id, "force": true})))
+            .await;
+    }
+    for _ in 0..250 {
+        let left = qmp
+            .query_jobs()
+            .await
+            .map_err(EngineError::qmp(vm))?
+            .iter()
+            .any(|j| jobs.contains(&j.id));
+        if !left {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An export deleted in hard mode may let go of its node a moment later.
+    for n in &nodes {
+        for attempt in 0..50 {
+            match qmp.execute("blockdev-del", Some(json!({"node-name": n}))).await {
+                Ok(_) => break,
+                Err(e) if attempt == 49 => {
+                    return Err(EngineError::op(
+                        vm,
+                        "backup",
+                        format!("cannot remove node {n} an interrupted backup left in QEMU: {e}"),
+                    ))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(&paths.run) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("fleece-") && n.ends_with(".qcow2") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// The bitmap an incremental reads is frozen (disabled) only from a backup's switch to its
+/// end, when it is dropped (success) or takes back what the new one recorded (failure).
+/// Found frozen, it belongs to a backup that never ended: its corral was killed, or the VM
+/// stopped under it, so the changes made since the switch are only in the bitmap that backup
+/// started. Merges every other `corral-` bitmap of the node into the frozen one and enables it
+/// again (merging more than needed only makes the incremental read more; never wrong).
+/// Returns why the bitmap cannot be used when no consistent bitmap recorded those changes.
+async fn reclaim_frozen_bitmap(
+    qmp: &Qmp,
+    vm: &str,
+    node: &str,
+    frozen: &str,
+    found: &[(String, bool, bool)],
+) -> Result<Option<&'static str>, EngineError> {
+    let others: Vec<&(String, bool, bool)> = found
+        .iter()
+        .filter(|(n, _, _)| n != frozen && n.starts_with("corral-"))
+        .collect();
+    if others.iter().any(|(_, _, inconsistent)| *inconsistent) {
+        return Ok(Some(
+            "QEMU marked the dirty bitmap of an interrupted backup inconsistent (changes may be missing) after",
+        ));
+    }
+    if !others.iter().any(|(_, recording, _)| *recording) {
+        return Ok(Some(
+            "no dirty bitmap recorded the changes since an interrupted backup froze",
+        ));
+    }
+    let names: Vec<&str> = others.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut actions = vec![
+        json!({"type": "block-dirty-bitmap-enable", "data": {"node": node, "name": frozen}}),
+        json!({"type": "block-dirty-bitmap-merge", "data": {"node": node, "target": frozen, "bitmaps": names}}),
+    ];
+    for n in &names {
+        actions.push(json!({"type": "block-dirty-bitmap-remove", "data": {"node": node, "name": n}}));
+    }
+    qmp.execute("transaction", Some(json!({"actions": actions})))
+        .await
+        .map_err(EngineError::qmp(vm))?;
+    tracing::warn!(
+        vm,
+        node,
+        bitmap = frozen,
+        merged = ?names,
+        "took back the changes an interrupted backup's bitmap recorded"
+    );
+    Ok(None)
+}
+
 impl Engine {
     /// Starts a point-in-time export of a VM's disks. A running (or paused) VM exports from
     /// its own QEMU (fleecing); a stopped (or saved) one from a `qemu-storage-daemon` that
@@ -130,7 +278,9 @@ impl Engine {
             });
         }
         let (qmp, daemon) = if live {
-            (self.monitor(&spec, &paths).await?, None)
+            let qmp = self.monitor(&spec, &paths).await?;
+            clear_leftover_export(&qmp, name, &paths).await?;
+            (qmp, None)
         } else {
             let (q, child) = self.storage_daemon(&spec, &paths).await?;
             (q, Some(child))
@@ -151,6 +301,8 @@ impl Engine {
                     Some((_, _, true)) => {
                         Some("QEMU marked the dirty bitmap inconsistent (it was not closed cleanly) for")
                     }
+                    // Frozen by a backup that never ended.
+                    Some((_, false, _)) => reclaim_frozen_bitmap(&qmp, name, &node, b, &found).await?,
                     Some(_) => None,
                 };
                 if let Some(why) = why {
@@ -392,13 +544,31 @@ impl Engine {
             .append(true)
             .open(paths.qemu_log())
             .map_err(EngineError::io(paths.qemu_log()))?;
-        let mut child = cmd
-            .stdin(std::process::Stdio::null())
+        cmd.stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(EngineError::io(paths.qemu_log()))?)
             .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(EngineError::io(&self.cfg.qemu.storage_daemon))?;
+            .kill_on_drop(true);
+        // A corral killed during a backup (SIGKILL, the OOM killer, Ctrl-C) must not leave the
+        // daemon behind: nobody would end it, and holding the images' locks it would keep the
+        // VM from starting and from being backed up again. The kernel sends it SIGTERM when
+        // corral goes, which qemu-storage-daemon handles like `quit`: it closes the images
+        // cleanly, persistent bitmaps included (the next backup takes their changes back, see
+        // `reclaim_frozen_bitmap`). The signal follows the thread that spawned the daemon: a
+        // runtime thread, alive as long as the runtime.
+        let parent = nix::unistd::getpid();
+        // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid() are async-signal-safe and touch no
+        // memory of the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)?;
+                // corral died before the line above took effect: do not start orphaned.
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other("corral exited"));
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(EngineError::io(&self.cfg.qemu.storage_daemon))?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
