@@ -46,7 +46,7 @@ pub enum EngineError {
     },
     /// The request cannot be carried out as asked (no such snapshot, no overlay to commit,
     /// shrinking a disk, …); nothing was changed.
-    #[error("{operation} of VM {name}: {message}")]
+    #[error("{}", invalid_text(name, operation, message))]
     Invalid {
         name: String,
         operation: String,
@@ -145,5 +145,14 @@ impl EngineError {
             EngineError::BadRequest(_) => "invalid",
             EngineError::NoSuchDisk { .. } => "not-found",
         }
+    }
+}
+
+/// `backup of VM web1: …`, or `backup: …` when no single VM is concerned (name `-`).
+fn invalid_text(name: &str, operation: &str, message: &str) -> String {
+    if name == "-" {
+        format!("{operation}: {message}")
+    } else {
+        format!("{operation} of VM {name}: {message}")
     }
 }

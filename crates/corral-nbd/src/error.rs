@@ -26,7 +26,7 @@ pub enum NbdError {
 
     /// The server closed the connection in the middle of something.
     #[error(
-        "the NBD server closed the connection while {during}; did qemu-nbd (or the VM) exit? reconnect once it is back"
+        "the NBD server closed the connection while {during} (the process serving the export ended)"
     )]
     Disconnected { during: String },
 

@@ -17,7 +17,7 @@ pub enum StoreError {
 
     #[error(
         "no space left on the store's filesystem (writing {}): this backup was abandoned and \
-         earlier backups are intact; free space, then run gc to remove the partial files",
+         earlier backups are intact; free space, then run `corral store gc` to remove the partial files",
         path.display()
     )]
     NoSpace { path: PathBuf },

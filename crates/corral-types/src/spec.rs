@@ -126,6 +126,24 @@ pub struct VmSpec {
     pub network: NetworkSpec,
     #[serde(default)]
     pub display: DisplaySpec,
+    #[serde(default, skip_serializing_if = "BackupSpec::is_default")]
+    pub backup: BackupSpec,
+}
+
+/// How `corral backup run` treats this VM unless told otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSpec {
+    /// Back up the system disk(s) only and record the data disks' shape (`--skeleton` by
+    /// default; `--all-disks` overrides it for one run).
+    #[serde(default)]
+    pub skeleton: bool,
+}
+
+impl BackupSpec {
+    pub fn is_default(&self) -> bool {
+        *self == BackupSpec::default()
+    }
 }
 
 fn default_cpus() -> u32 {
@@ -307,6 +325,7 @@ impl VmSpec {
             boot: BootSpec::default(),
             network: NetworkSpec::default(),
             display: DisplaySpec::default(),
+            backup: BackupSpec::default(),
         }
     }
 

@@ -21,7 +21,14 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
             exclude,
             full,
             skeleton,
+            all_disks,
         } => {
+            // None: each VM's own default (`[backup] skeleton` in its spec).
+            let skeleton = match (skeleton, all_disks) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
             let selected = engine.backup_select(&vms, &tag, all, &exclude)?;
             let mut reports = vec![];
             for vm in &selected {
@@ -43,6 +50,9 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
                         s.duration_ms as f64 / 1000.0,
                         size(rate as u64)
                     );
+                    for w in &r.warnings {
+                        println!("  warning: {w}");
+                    }
                     if let Some(why) = &r.fell_back {
                         println!("  read in full instead of incrementally: {why}");
                     }

@@ -77,8 +77,12 @@ pub enum BackupCmd {
         #[arg(long)]
         full: bool,
         /// System disks only; data disks are recorded (size, bus, format) and come back empty.
-        #[arg(long)]
+        /// The default for VMs whose spec says `[backup] skeleton = true`.
+        #[arg(long, conflicts_with = "all_disks")]
         skeleton: bool,
+        /// Every disk, even for a VM whose spec makes skeleton backups its default.
+        #[arg(long)]
+        all_disks: bool,
     },
     /// List backups, oldest first.
     #[command(alias = "ls")]

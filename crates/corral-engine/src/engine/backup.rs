@@ -31,6 +31,9 @@ pub struct BackupReport {
     /// Why a requested incremental read everything, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fell_back: Option<String>,
+    /// Things that went wrong after the backup was safely stored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Filesystems the guest agent froze at the point in time (`None`: crash-consistent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frozen: Option<u64>,
@@ -53,14 +56,34 @@ fn nbd_err(vm: &str) -> impl Fn(corral_nbd::NbdError) -> EngineError + '_ {
 }
 
 impl Engine {
-    /// The backup store: `[backup] store`, created on first use.
-    pub fn backup_store(&self) -> Result<Store, EngineError> {
-        let path: PathBuf = self
-            .cfg
+    fn store_path(&self) -> PathBuf {
+        self.cfg
             .backup
             .store
             .clone()
-            .unwrap_or_else(|| self.cfg.data_dir.join("backups"));
+            .unwrap_or_else(|| self.cfg.data_dir.join("backups"))
+    }
+
+    /// The backup store for reading: commands that only read never create one.
+    pub fn backup_store(&self) -> Result<Store, EngineError> {
+        let path = self.store_path();
+        if path.join("store.json").is_file() {
+            return Store::open(&path).map_err(store_err);
+        }
+        Err(EngineError::invalid(
+            "-",
+            "backup",
+            format!(
+                "there are no backups yet: {} is not a backup store ([backup] store in the config); \
+                 `corral backup run VM` creates it",
+                path.display()
+            ),
+        ))
+    }
+
+    /// The backup store for writing: `[backup] store`, created on first use.
+    pub fn backup_store_for_writing(&self) -> Result<Store, EngineError> {
+        let path = self.store_path();
         if path.join("store.json").is_file() {
             return Store::open(&path).map_err(store_err);
         }
@@ -74,13 +97,18 @@ impl Engine {
 
     /// Backups in the store, oldest first.
     pub fn backup_list(&self, vm: Option<&str>) -> Result<Vec<Manifest>, EngineError> {
+        if !self.store_path().join("store.json").is_file() {
+            return Ok(vec![]);
+        }
         self.backup_store()?.list(vm).map_err(store_err)
     }
 
-    /// Backs up one VM (live if it runs). `full` forces reading everything.
-    pub async fn backup_run(&self, name: &str, full: bool, skeleton: bool) -> Result<BackupReport, EngineError> {
+    /// Backs up one VM (live if it runs). `full` forces reading everything; `skeleton`
+    /// (system disks only) defaults to the VM's `[backup] skeleton` setting.
+    pub async fn backup_run(&self, name: &str, full: bool, skeleton: Option<bool>) -> Result<BackupReport, EngineError> {
         let spec = self.get_spec(name)?;
-        let store = self.backup_store()?;
+        let skeleton = skeleton.unwrap_or(spec.backup.skeleton);
+        let store = self.backup_store_for_writing()?;
         let chunk = store.config().chunk_size as u64;
         let parent = store
             .list(Some(spec.name.as_str()))
@@ -262,7 +290,12 @@ impl Engine {
                 job.finish(&id, id.as_ref().ok().map(|m| format!("stored backup {}", m.id)));
                 let closed = self.fleece_close(fleece, ok).await;
                 let m = id?;
-                closed?;
+                // The backup is complete and listed: a failed clean-up is worth a warning,
+                // not a failure (the next backup checks the bitmaps it finds).
+                let warnings = match closed {
+                    Ok(()) => vec![],
+                    Err(e) => vec![format!("the backup is stored, but closing the export failed: {e}")],
+                };
                 Ok(BackupReport {
                     id: m.id,
                     vm: spec.name.to_string(),
@@ -275,6 +308,7 @@ impl Engine {
                     }
                     .into(),
                     fell_back,
+                    warnings,
                     frozen,
                     stats: m.stats,
                 })

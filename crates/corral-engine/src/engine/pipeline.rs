@@ -116,6 +116,9 @@ pub(crate) async fn store_chunks(
             })
         })
         .collect();
+    // Only the workers hold the queue's receiver: when they all stop (the pack thread
+    // failed), the reader's next send fails instead of waiting forever.
+    drop(batch_rx);
     drop(done_tx);
     let base = counters.snapshot();
     let sink_counters = counters.clone();
@@ -137,7 +140,14 @@ pub(crate) async fn store_chunks(
         let data = match nbd.read(start, len as usize).await {
             Ok(d) => d,
             Err(e) => {
-                read_err = Some(EngineError::op(vm, "backup", format!("reading the export: {e}")));
+                read_err = Some(EngineError::op(
+                    vm,
+                    "backup",
+                    format!(
+                        "reading the disk at offset {start} failed: {e}. Nothing was stored; if the VM stopped or \
+                         its QEMU ended meanwhile, run the backup again"
+                    ),
+                ));
                 break;
             }
         };
