@@ -25,9 +25,7 @@ pub enum NbdError {
     },
 
     /// The server closed the connection in the middle of something.
-    #[error(
-        "the NBD server closed the connection while {during} (the process serving the export ended)"
-    )]
+    #[error("the NBD server closed the connection while {during} (the process serving the export ended)")]
     Disconnected { during: String },
 
     /// The server did not answer in time.

@@ -40,7 +40,10 @@ async fn server_killed_mid_transfer_is_an_error_not_a_hang() {
     assert!(reads > 0, "no read finished before the kill: the test proved nothing");
     assert!(killed.elapsed() < Duration::from_secs(5));
     assert!(matches!(err, NbdError::Disconnected { .. }), "{err:?}");
-    assert!(err.to_string().contains("the process serving the export ended"), "{err}");
+    assert!(
+        err.to_string().contains("the process serving the export ended"),
+        "{err}"
+    );
     // Later calls fail at once instead of reading garbage from a dead stream.
     let again = c.read(0, 512).await.unwrap_err();
     assert!(matches!(again, NbdError::Broken(_)), "{again:?}");

@@ -17,7 +17,7 @@ pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};
 pub use job::{JobInfo, JobState, TransferBytes};
 pub use name::{NameError, VmName};
 pub use spec::{
-    Accel, BackupSpec, BootFrom, BootSpec, DiskBus, DiskFormat, DiskRole, DiskSpec, DisplayMode, DisplaySpec, MacAddr, Machine,
-    NetworkMode, NetworkSpec, NicModel, PortForward, Proto, SpecError, VmSpec,
+    Accel, BackupSpec, BootFrom, BootSpec, DiskBus, DiskFormat, DiskRole, DiskSpec, DisplayMode, DisplaySpec, MacAddr,
+    Machine, NetworkMode, NetworkSpec, NicModel, PortForward, Proto, SpecError, VmSpec,
 };
 pub use status::{RunState, StopOutcome, VmStatus};

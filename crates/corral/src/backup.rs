@@ -274,6 +274,20 @@ fn corral_store_policy(last: u32, daily: u32, weekly: u32, monthly: u32) -> corr
 
 pub fn store(engine: &Engine, cmd: StoreCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
+        StoreCmd::Init => {
+            let st = engine.backup_store_for_writing()?;
+            let c = st.config();
+            if json {
+                output::json(&serde_json::json!({"path": st.root(), "config": c}));
+            } else {
+                println!(
+                    "backup store at {} ({} chunks, zstd level {})",
+                    st.root().display(),
+                    size(c.chunk_size as u64),
+                    c.zstd_level
+                );
+            }
+        }
         StoreCmd::Gc => {
             let r = engine.store_gc()?;
             if json {

@@ -152,6 +152,9 @@ pub enum BackupCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum StoreCmd {
+    /// Create the backup store at `[backup] store` now (the first backup does it otherwise);
+    /// says where it is and how it is set up when it exists.
+    Init,
     /// Free chunks no backup refers to, and what killed backups left behind.
     Gc,
 }

@@ -29,19 +29,6 @@ fn same(a: &Path, b: &Path) -> bool {
     out.status.success()
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// The persistent bitmaps in a qcow2 image.
 fn image_bitmaps(img: &Path) -> Vec<String> {
     let out = Command::new("qemu-img")
@@ -269,7 +256,7 @@ fn live_full_incremental_stopped_and_after_kill() {
     // One flipped byte in a pack: verify names the backups, restore refuses to write it.
     let packs = env.data_dir().join("backups");
     let mut biggest: Option<(u64, PathBuf)> = None;
-    for e in walk(&packs) {
+    for e in common::walk_files(&packs) {
         let len = std::fs::metadata(&e).unwrap().len();
         if e.extension().map(|x| x == "pack").unwrap_or(false) && biggest.as_ref().map(|b| len > b.0).unwrap_or(true) {
             biggest = Some((len, e));

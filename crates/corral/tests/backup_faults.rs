@@ -447,7 +447,7 @@ fn store_filesystem_fills_up() {
 
     // The store is created on first use; small packs (store.json's pack_target), so the
     // failing backup completes some before the filesystem is full.
-    env.ok(&["backup", "list"]);
+    env.ok(&["store", "init"]);
     let sj = store.join("store.json");
     let mut settings: serde_json::Value = serde_json::from_slice(&std::fs::read(&sj).unwrap()).unwrap();
     settings["pack_target"] = (4 * MIB).into();

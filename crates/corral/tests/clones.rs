@@ -148,3 +148,42 @@ fn linked_clones_run_together_apart_and_protect_their_base() {
         .collect();
     assert!(left.is_empty(), "every VM directory is gone: {left:?}");
 }
+
+/// A VM defined over an image outside the data dir (`path = …`) that never ran: it can be
+/// backed up, and linked-cloned twice onto one base (the external image, frozen once).
+#[test]
+fn external_image_that_never_ran_clones_onto_one_base_and_backs_up() {
+    let env = Env::new();
+    let img = env.dir_path().join("outside.qcow2");
+    let ok = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&img)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    qemu_io(&img, "write -P 0x5a 0 1M");
+    let spec = env.dir_path().join("ext.toml");
+    std::fs::write(
+        &spec,
+        format!("name = \"ext\"\n[[disks]]\npath = \"{}\"\n", img.display()),
+    )
+    .unwrap();
+    env.ok(&["vm", "define", spec.to_str().unwrap()]);
+    let b = env.json(&["backup", "run", "ext"]);
+    assert_eq!(b[0]["kind"], "full");
+    assert_eq!(b[0]["stats"]["bytes_read"], 1 << 20);
+    let c1 = env.json(&["vm", "clone", "ext", "e1", "--linked"]);
+    let c2 = env.json(&["vm", "clone", "ext", "e2", "--linked"]);
+    assert_eq!(PathBuf::from(c1["disks"][0]["base"].as_str().unwrap()), img);
+    assert_eq!(
+        c2["disks"][0]["base"], c1["disks"][0]["base"],
+        "the second clone reuses the base"
+    );
+    assert_eq!(
+        layers(&env, "ext").len(),
+        2,
+        "one overlay on the external image, not two"
+    );
+    assert!(pattern_at(&layers(&env, "e2")[0], 0, 1 << 20, 0x5a));
+}

@@ -105,7 +105,12 @@ impl Engine {
 
     /// Backs up one VM (live if it runs). `full` forces reading everything; `skeleton`
     /// (system disks only) defaults to the VM's `[backup] skeleton` setting.
-    pub async fn backup_run(&self, name: &str, full: bool, skeleton: Option<bool>) -> Result<BackupReport, EngineError> {
+    pub async fn backup_run(
+        &self,
+        name: &str,
+        full: bool,
+        skeleton: Option<bool>,
+    ) -> Result<BackupReport, EngineError> {
         let spec = self.get_spec(name)?;
         let skeleton = skeleton.unwrap_or(spec.backup.skeleton);
         let store = self.backup_store_for_writing()?;

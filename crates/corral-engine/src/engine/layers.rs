@@ -136,7 +136,13 @@ impl Engine {
         let mut layers = vec![];
         for l in &chain {
             let base = self.reg().base(&l.filename)?;
-            let owner = self.owner_of(&l.filename);
+            // A base records the VM that froze it, also when the image lives outside the
+            // data dir (a disk defined with `path = …`); other layers belong to the VM
+            // whose directory holds them.
+            let owner = base
+                .as_ref()
+                .map(|b| b.owner.clone())
+                .or_else(|| self.owner_of(&l.filename));
             let used_by = base
                 .as_ref()
                 .map(|b| b.users.iter().filter(|u| Some(*u) != owner.as_ref()).cloned().collect())
@@ -210,6 +216,9 @@ impl Engine {
                 let _ = std::fs::remove_file(new);
             }
         };
+        // Overlays go into the VM's directory, which a VM whose disks live elsewhere and
+        // that never ran does not have yet.
+        crate::paths::ensure_dir(&paths.data, 0o700).map_err(EngineError::io(&paths.data))?;
         for &i in idxs {
             let d = &spec.disks[i];
             let top = disk_path(d, paths);

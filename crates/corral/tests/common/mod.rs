@@ -407,3 +407,17 @@ pub fn raw_bytes(env: &Env, img: &Path) -> Vec<u8> {
     assert!(ok, "qemu-img convert {}", img.display());
     std::fs::read(&raw).unwrap()
 }
+
+/// Every file under `dir`, recursively.
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
