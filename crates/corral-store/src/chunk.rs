@@ -64,10 +64,38 @@ impl Encoding {
     }
 }
 
-/// Compresses a chunk; keeps it raw when compression would not save anything.
+thread_local! {
+    /// One compression context per thread and level: making a context for every chunk
+    /// (`zstd::bulk::compress`) cost more than compressing a random chunk.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Bytes of a chunk compressed first to tell random data (encrypted, already compressed)
+/// from data worth compressing.
+const PROBE: usize = 4096;
+
+/// Compresses a chunk; keeps it raw when compression would not save anything. A chunk whose
+/// first 4 KiB do not shrink by 2% is kept raw without compressing the rest: on disk images
+/// that is random or already-compressed data, and zstd's pass over it was a fifth of a
+/// backup's CPU time.
 pub fn encode(data: &[u8], level: i32) -> (Encoding, Vec<u8>) {
-    match zstd::bulk::compress(data, level) {
-        Ok(c) if c.len() < data.len() => (Encoding::Zstd, c),
+    let compressed = COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let c = &mut slot.as_mut()?.1;
+        if data.len() > 4 * PROBE {
+            let probe = c.compress(&data[..PROBE]).ok()?;
+            if probe.len() * 50 > PROBE * 49 {
+                return None;
+            }
+        }
+        c.compress(data).ok()
+    });
+    match compressed {
+        Some(c) if c.len() < data.len() => (Encoding::Zstd, c),
         _ => (Encoding::Raw, data.to_vec()),
     }
 }

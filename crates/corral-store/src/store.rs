@@ -24,7 +24,7 @@ pub struct StoreConfig {
     /// Chunk size in bytes: a power of two from 4 KiB to 4 MiB, matching the dirty-bitmap
     /// granularity of the disks backed up into it.
     pub chunk_size: u32,
-    /// zstd level for new chunks (1..=22).
+    /// zstd level for new chunks (-7..=-1 fast, 1..=22).
     pub zstd_level: i32,
     /// A writer starts a new pack file once its current one reaches this size.
     pub pack_target: u64,
@@ -48,12 +48,7 @@ impl StoreConfig {
                 "chunk size {cs} must be a power of two from 4 KiB to 4 MiB"
             )));
         }
-        if !(1..=22).contains(&self.zstd_level) {
-            return Err(StoreError::Invalid(format!(
-                "zstd level {} must be 1..=22",
-                self.zstd_level
-            )));
-        }
+        check_zstd_level(self.zstd_level)?;
         if self.pack_target < cs as u64 {
             return Err(StoreError::Invalid("pack target is smaller than a chunk".into()));
         }
@@ -374,4 +369,14 @@ impl PackFiles {
         }
         Ok(&self.files[path])
     }
+}
+
+/// zstd's levels: 1 (fast) to 22 (small), and the faster negative levels down to -7.
+pub(crate) fn check_zstd_level(level: i32) -> Result<()> {
+    if level == 0 || !(-7..=22).contains(&level) {
+        return Err(StoreError::Invalid(format!(
+            "zstd level {level} must be 1..=22, or -7..=-1 for zstd's fast levels"
+        )));
+    }
+    Ok(())
 }

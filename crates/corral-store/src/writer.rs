@@ -117,12 +117,10 @@ impl BackupWriter {
         &self.stats
     }
 
-    /// Compresses this backup's new chunks at `level` (1-22) instead of the store's
+    /// Compresses this backup's new chunks at `level` (1..=22, or -7..=-1) instead of the store's
     /// default. The level is not part of the format: readers never need it.
     pub fn set_zstd_level(&mut self, level: i32) -> Result<()> {
-        if !(1..=22).contains(&level) {
-            return Err(StoreError::Invalid(format!("zstd level {level} is not in 1..=22")));
-        }
+        crate::store::check_zstd_level(level)?;
         self.level = level;
         Ok(())
     }

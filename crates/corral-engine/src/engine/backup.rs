@@ -18,7 +18,7 @@ use corral_types::{DiskRole, VmSpec};
 use serde::Serialize;
 
 use super::fleece::FleeceRequest;
-use super::pipeline::{store_chunks, Counters, ReadPlan};
+use super::pipeline::{store_chunks, Counters, ReadPlan, READERS};
 use super::Engine;
 use crate::error::EngineError;
 
@@ -250,9 +250,20 @@ impl Engine {
                     }
                 }
                 let n = offsets.len().max(1) as u64;
+                // More connections (without the bitmap context: they only read data).
+                let mut readers = vec![];
+                for _ in 1..READERS {
+                    let o = ConnectOptions::new(x.export.clone()).timeout(Some(Duration::from_secs(120)));
+                    readers.push(
+                        NbdClient::connect_unix(&fleece.socket, &o)
+                            .await
+                            .map_err(nbd_err(name))?,
+                    );
+                }
+                readers.push(nbd);
                 let (mut writer, written) = store_chunks(
                     name,
-                    &mut nbd,
+                    readers,
                     writer,
                     ReadPlan {
                         disk: handle,
@@ -276,7 +287,6 @@ impl Engine {
                     }
                 }
                 slot = Some(writer);
-                let _ = nbd.close().await;
                 base += size;
                 job.progress_bytes(base, total, counters.snapshot());
             }

@@ -21,6 +21,8 @@ use crate::error::EngineError;
 const RUN_BYTES: u64 = 4 << 20;
 /// Runs read ahead of the hashing threads.
 const QUEUE: usize = 4;
+/// NBD connections reading one export at once.
+pub(crate) const READERS: usize = 2;
 
 /// Byte counts shared between the pack thread and the progress reporter.
 #[derive(Default)]
@@ -82,19 +84,19 @@ pub(crate) struct ReadPlan<'a> {
     pub chunk: u64,
 }
 
-/// Reads the chunks at `offsets` (sorted, chunk-aligned) through `nbd` and stores them on
-/// `disk` of `writer`. Returns the writer and the offsets written. `progress` gets the
+/// Reads the chunks at `offsets` (sorted, chunk-aligned) through the `readers` (connections
+/// to one export) and stores them on `disk` of `writer`. Returns the writer and the offsets written. `progress` gets the
 /// number of offsets handled so far.
 pub(crate) async fn store_chunks(
     vm: &str,
-    nbd: &mut NbdClient,
+    readers: Vec<NbdClient>,
     writer: BackupWriter,
     plan: ReadPlan<'_>,
     counters: &Arc<Counters>,
     mut progress: impl FnMut(usize),
 ) -> Result<(BackupWriter, HashSet<u64>), EngineError> {
     let ReadPlan { disk, offsets, chunk } = plan;
-    let size = nbd.size();
+    let size = readers.first().map(|r| r.size()).unwrap_or(0);
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(QUEUE);
     let batch_rx = Arc::new(Mutex::new(batch_rx));
     let (done_tx, done_rx) = mpsc::sync_channel::<Vec<(u64, PreparedChunk)>>(QUEUE * 2);
@@ -117,47 +119,74 @@ pub(crate) async fn store_chunks(
         })
         .collect();
     // Only the workers hold the queue's receiver: when they all stop (the pack thread
-    // failed), the reader's next send fails instead of waiting forever.
+    // failed), the readers' next send fails instead of waiting forever.
     drop(batch_rx);
     drop(done_tx);
     let base = counters.snapshot();
     let sink_counters = counters.clone();
+    let handled = Arc::new(AtomicU64::new(0));
+    let sink_handled = handled.clone();
     let sink = std::thread::spawn(move || -> Result<(BackupWriter, HashSet<u64>), StoreError> {
         let mut writer = writer;
         let mut written = HashSet::new();
         for batch in done_rx {
+            let n = batch.len() as u64;
             for (off, p) in batch {
                 writer.put_prepared(disk, off, p)?;
                 written.insert(off);
             }
             sink_counters.set(&base, writer.stats());
+            sink_handled.fetch_add(n, Ordering::Relaxed);
         }
         Ok((writer, written))
     });
-    let mut read_err = None;
-    let mut handled = 0usize;
-    for (start, len) in runs(offsets, chunk, size) {
-        let data = match nbd.read(start, len as usize).await {
-            Ok(d) => d,
-            Err(e) => {
-                read_err = Some(EngineError::op(
-                    vm,
-                    "backup",
-                    format!(
-                        "reading the disk at offset {start} failed: {e}. Nothing was stored; if the VM stopped or \
-                         its QEMU ended meanwhile, run the backup again"
-                    ),
-                ));
-                break;
+    // Several connections read at once, so QEMU serves the next run while the last is
+    // still on its way: one alone leaves a core idle.
+    let runs = Arc::new(runs(offsets, chunk, size));
+    let next_run = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut nbd in readers {
+        let (runs, next_run, tx) = (runs.clone(), next_run.clone(), batch_tx.clone());
+        tasks.spawn(async move {
+            loop {
+                let k = next_run.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(&(start, len)) = runs.get(k) else { break };
+                let data = nbd.read(start, len as usize).await.map_err(|e| (start, e))?;
+                if tx.send((start, data)).await.is_err() {
+                    break; // every worker is gone because the pack thread failed
+                }
             }
-        };
-        if batch_tx.send((start, data)).await.is_err() {
-            break; // every worker is gone because the pack thread failed
-        }
-        handled += len.div_ceil(chunk) as usize;
-        progress(handled);
+            let _ = nbd.close().await;
+            Ok::<(), (u64, corral_nbd::NbdError)>(())
+        });
     }
     drop(batch_tx);
+    let mut read_err = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err((start, e)))) => {
+                    read_err.get_or_insert_with(|| EngineError::op(
+                        vm,
+                        "backup",
+                        format!(
+                            "reading the disk at offset {start} failed: {e}. Nothing was stored; if the VM \
+                             stopped or its QEMU ended meanwhile, run the backup again"
+                        ),
+                    ));
+                    tasks.abort_all();
+                }
+                Some(Err(e)) if e.is_cancelled() => {}
+                Some(Err(e)) => {
+                    read_err.get_or_insert_with(|| EngineError::op(vm, "backup", format!("a reader task failed: {e}")));
+                }
+            },
+            _ = tick.tick() => progress(handled.load(Ordering::Relaxed) as usize),
+        }
+    }
     let joined = tokio::task::spawn_blocking(move || {
         for t in threads {
             let _ = t.join();
@@ -167,6 +196,7 @@ pub(crate) async fn store_chunks(
     .await
     .map_err(|e| EngineError::op(vm, "backup", format!("the pipeline's task failed: {e}")))?
     .map_err(|_| EngineError::op(vm, "backup", "the pack writer thread panicked"))?;
+    progress(handled.load(Ordering::Relaxed) as usize);
     let stored = joined.map_err(super::backup::store_err);
     if let Some(e) = read_err {
         return Err(e);
