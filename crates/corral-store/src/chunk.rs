@@ -71,6 +71,12 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+thread_local! {
+    /// One decompression context per thread, for the same reason.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
 /// Bytes of a chunk compressed first to tell random data (encrypted, already compressed)
 /// from data worth compressing.
 const PROBE: usize = 4096;
@@ -105,7 +111,12 @@ pub fn encode(data: &[u8], level: i32) -> (Encoding, Vec<u8>) {
 pub fn decode(stored: &[u8], enc: Encoding, raw_len: usize, expected: &ChunkHash) -> Result<Vec<u8>, String> {
     let data = match enc {
         Encoding::Raw => stored.to_vec(),
-        Encoding::Zstd => zstd::bulk::decompress(stored, raw_len).map_err(|e| format!("does not decompress ({e})"))?,
+        Encoding::Zstd => DECOMPRESSOR
+            .with(|d| match d.borrow_mut().as_mut() {
+                Some(d) => d.decompress(stored, raw_len),
+                None => zstd::bulk::decompress(stored, raw_len),
+            })
+            .map_err(|e| format!("does not decompress ({e})"))?,
     };
     if data.len() != raw_len {
         return Err(format!("has {} bytes, its index says {raw_len}", data.len()));
