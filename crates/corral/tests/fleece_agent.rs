@@ -58,7 +58,14 @@ async fn guest_agent_freezes_around_the_switch_and_always_thaws() {
     let f = engine.fleece_open("plain", &[req("p1")]).await.unwrap();
     assert_eq!(f.frozen, None);
     engine.fleece_close(f, true).await.unwrap();
+    // A backup through the CLI is frozen by the agent too, and its drill waits for the
+    // restored guest's agent to answer a ping (no console line needed).
+    let b = env.json(&["backup", "run", "qga"]);
+    assert!(b[0]["frozen"].as_u64().is_some(), "{b}");
     for vm in ["qga", "plain"] {
         env.ok(&["vm", "kill", vm]);
     }
+    let d = env.json(&["backup", "drill", b[0]["id"].as_str().unwrap(), "--timeout", "90s"]);
+    assert_eq!(d["passed"], true, "{d}");
+    assert_eq!(d["sign"], "guest-agent ping", "{d}");
 }

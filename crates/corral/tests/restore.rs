@@ -57,7 +57,21 @@ fn copy_of(env: &Env, img: &Path, tag: &str) -> PathBuf {
 fn restore_as_new_own_name_one_disk_and_in_place() {
     let env = Env::new();
     let (sys, data) = two_disk_vm(&env, "rv");
-    let b1 = env.json(&["backup", "run", "rv"]);
+    // --json: the result on stdout, progress lines with byte counts on stderr; the last
+    // one (the finished job) carries what the result says was read and stored.
+    let out = env.run(&["backup", "run", "rv", "--json"]);
+    assert!(out.status.success());
+    let b1: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["event"] == "job")
+        .collect();
+    let last = &events.last().expect("progress lines")["job"];
+    assert_eq!(last["state"], "succeeded", "{last}");
+    assert_eq!(last["bytes"]["read"], b1[0]["stats"]["bytes_read"], "{last}");
+    assert_eq!(last["bytes"]["stored"], b1[0]["stats"]["stored_bytes"], "{last}");
+    assert!(b1[0]["stats"]["duration_ms"].as_u64().unwrap() > 0, "{b1}");
     let id1 = b1[0]["id"].as_str().unwrap().to_string();
     let (sys1, data1) = (copy_of(&env, &sys, "sys1"), copy_of(&env, &data, "data1"));
 

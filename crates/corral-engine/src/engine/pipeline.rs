@@ -43,12 +43,12 @@ impl Counters {
         }
     }
 
-    /// Counts of this writer on top of what earlier disks of the backup moved.
-    fn set(&self, base: &TransferBytes, s: &corral_store::BackupStats) {
-        self.read.store(base.read + s.bytes_read, Ordering::Relaxed);
-        self.new.store(base.new + s.new_bytes, Ordering::Relaxed);
-        self.reused.store(base.reused + s.reused_bytes, Ordering::Relaxed);
-        self.stored.store(base.stored + s.stored_bytes, Ordering::Relaxed);
+    /// The writer's counts (they cover every disk of the backup so far).
+    fn set(&self, s: &corral_store::BackupStats) {
+        self.read.store(s.bytes_read, Ordering::Relaxed);
+        self.new.store(s.new_bytes, Ordering::Relaxed);
+        self.reused.store(s.reused_bytes, Ordering::Relaxed);
+        self.stored.store(s.stored_bytes, Ordering::Relaxed);
     }
 }
 
@@ -122,7 +122,6 @@ pub(crate) async fn store_chunks(
     // failed), the readers' next send fails instead of waiting forever.
     drop(batch_rx);
     drop(done_tx);
-    let base = counters.snapshot();
     let sink_counters = counters.clone();
     let handled = Arc::new(AtomicU64::new(0));
     let sink_handled = handled.clone();
@@ -135,7 +134,7 @@ pub(crate) async fn store_chunks(
                 writer.put_prepared(disk, off, p)?;
                 written.insert(off);
             }
-            sink_counters.set(&base, writer.stats());
+            sink_counters.set(writer.stats());
             sink_handled.fetch_add(n, Ordering::Relaxed);
         }
         Ok((writer, written))
