@@ -29,7 +29,9 @@ pub use chunk::ChunkHash;
 pub use error::{Result, StoreError};
 pub use gc::{GcOptions, GcReport};
 pub use index::DiskIndex;
-pub use manifest::{BackupKind, BackupStats, DiskEntry, DiskInfo, Manifest, MANIFEST_VERSION};
+pub use manifest::{
+    is_valid_id as is_backup_id, BackupKind, BackupStats, DiskEntry, DiskInfo, Manifest, MANIFEST_VERSION,
+};
 pub use prune::{select as prune_select, PruneDecision, PrunePolicy, Reasons as KeepReasons};
 pub use reader::{DiskReader, RestoredChunk, RestoredRun};
 pub use store::{Store, StoreConfig, STORE_VERSION};

@@ -55,6 +55,9 @@ pub struct BackupWriter {
     opts: BeginOptions,
     disks: Vec<DiskState>,
     pack: Option<PackWriter>,
+    /// Full packs being made durable on threads of their own while the next one fills;
+    /// their chunks stay in `in_pack` until they are in the store-wide map.
+    closing: std::collections::VecDeque<Publishing>,
     /// Chunks in `pack` (not yet in the store-wide map).
     in_pack: HashSet<ChunkHash>,
     stats: BackupStats,
@@ -62,6 +65,12 @@ pub struct BackupWriter {
     /// zstd level for this writer's new chunks (the store's unless set).
     level: i32,
 }
+
+/// A pack being published: its id and entries once durable.
+type Publishing = std::thread::JoinHandle<Result<(String, Vec<crate::pack::PackEntry>)>>;
+
+/// Packs published in the background at once (each holds up to `pack_target` bytes).
+const CLOSING: usize = 2;
 
 impl Store {
     /// Starts a backup. Holds the store lock shared until the writer is finished or dropped,
@@ -100,6 +109,7 @@ impl Store {
             opts,
             disks: Vec::new(),
             pack: None,
+            closing: Default::default(),
             in_pack: HashSet::new(),
             stats: BackupStats::default(),
             finished: false,
@@ -290,15 +300,41 @@ impl BackupWriter {
         Ok(())
     }
 
-    /// Publishes the current pack: durable, indexed, and in the store-wide map.
+    /// Starts publishing the current pack (fsync, index, rename) on a thread of its own, so
+    /// the disk writes it back while the next pack fills; at most `CLOSING` at a time.
     fn finish_pack(&mut self) -> Result<()> {
         if let Some(p) = self.pack.take() {
             if p.is_empty() {
                 return Ok(());
             }
-            let (id, entries) = p.finish()?;
-            self.store.inner.map.write().unwrap().add_pack(&id, &entries);
-            self.in_pack.clear();
+            while self.closing.len() >= CLOSING {
+                self.reap_one()?;
+            }
+            self.closing.push_back(std::thread::spawn(move || p.finish()));
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest pack being published and puts its chunks in the store-wide map.
+    fn reap_one(&mut self) -> Result<()> {
+        let Some(t) = self.closing.pop_front() else {
+            return Ok(());
+        };
+        let (id, entries) = t
+            .join()
+            .map_err(|_| StoreError::Invalid("a pack's publishing thread panicked".into()))??;
+        self.store.inner.map.write().unwrap().add_pack(&id, &entries);
+        for e in &entries {
+            self.in_pack.remove(&e.hash);
+        }
+        Ok(())
+    }
+
+    /// Publishes the current pack and waits for every pack still being published.
+    fn finish_all_packs(&mut self) -> Result<()> {
+        self.finish_pack()?;
+        while !self.closing.is_empty() {
+            self.reap_one()?;
         }
         Ok(())
     }
@@ -373,7 +409,7 @@ impl BackupWriter {
             }
         }
         // 1. Every chunk durable and indexed.
-        self.finish_pack()?;
+        self.finish_all_packs()?;
         // 2. Indexes and manifest in tmp/ID, fsynced.
         let tmp = self.staging_dir();
         fs::create_dir(&tmp).map_err(ctx(&tmp))?;
@@ -470,6 +506,11 @@ impl Drop for BackupWriter {
     /// An unfinished writer removes its partial pack (PackWriter's Drop) and staging
     /// directory; packs it already finished stay until gc finds them unreferenced.
     fn drop(&mut self) {
+        // Packs still being published finish before the store lock goes (it is a field,
+        // dropped after this): gc must never see one half-written and take it for debris.
+        for t in self.closing.drain(..) {
+            let _ = t.join();
+        }
         if !self.finished {
             let _ = fs::remove_dir_all(self.staging_dir());
         }

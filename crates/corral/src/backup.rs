@@ -88,7 +88,7 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
                 output::table(&["ID", "VM", "KIND", "TIME", "SIZE", "NEW", "TOOK"], &rows);
             }
         }
-        BackupCmd::Verify { ids } => {
+        BackupCmd::Verify { ids, all: _ } => {
             let r = engine.backup_verify(&ids)?;
             if json {
                 output::json(&r);

@@ -93,8 +93,12 @@ pub enum BackupCmd {
     /// Re-hash every chunk the backups refer to; names each corrupt or missing chunk with the
     /// backups, disks and offsets affected.
     Verify {
-        /// Backup ids (default: every backup).
+        /// Backup ids or VM names (a VM: all its backups).
+        #[arg(required_unless_present = "all", value_name = "ID|VM")]
         ids: Vec<String>,
+        /// Every backup in the store.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
     },
     /// Delete a VM's backups that no keep-* rule keeps (their chunks go at the next `store gc`).
     Prune {

@@ -197,7 +197,7 @@ fn live_full_incremental_stopped_and_after_kill() {
     assert_eq!(i[0]["stats"]["bytes_read"], 0, "nothing changed: {i}");
 
     // Verify passes; prune keeps the newest two; gc frees what only the others used.
-    let v = env.json(&["backup", "verify"]);
+    let v = env.json(&["backup", "verify", "--all"]);
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
     let pruned = env.json(&["backup", "prune", "bk", "--keep-last", "2"]);
     let removed = pruned
@@ -266,7 +266,7 @@ fn live_full_incremental_stopped_and_after_kill() {
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[(len / 2) as usize] ^= 0x40;
     std::fs::write(&pack, &bytes).unwrap();
-    let out = env.run(&["backup", "verify"]);
+    let out = env.run(&["backup", "verify", "--all"]);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&latest) || text.contains("used by backup"), "{text}");

@@ -271,7 +271,7 @@ fn tmp_entries(store: &Path) -> usize {
 
 /// After gc: verify passes and the packs hold exactly the chunks complete backups use.
 fn assert_store_clean(env: &Env, store: &Path) {
-    let v = env.json(&["backup", "verify"]);
+    let v = env.json(&["backup", "verify", "--all"]);
     assert!(
         v["problems"].as_array().unwrap().is_empty() && v["broken"].as_array().unwrap().is_empty(),
         "{v}"
@@ -477,7 +477,7 @@ fn store_filesystem_fills_up() {
         std::slice::from_ref(&first_id),
         "nothing partial is listed"
     );
-    let v = env.json(&["backup", "verify"]);
+    let v = env.json(&["backup", "verify", "--all"]);
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
     assert_restores_to(&env, &first_id, "r1", &[&system, &kept]);
 
@@ -642,7 +642,7 @@ fn unknown_ids_tags_vms_and_restore_over_a_running_vm() {
         (&["backup", "show", "nosuchid"], &["no backup nosuchid", "backup list"]),
         (
             &["backup", "verify", "nosuchid"],
-            &["no backup nosuchid", "backup list"],
+            &["\"nosuchid\" is neither a backup id nor a VM", "backup list"],
         ),
         (
             &["backup", "drill", "nosuchid", "--expect-line", "X", "--timeout", "5s"],

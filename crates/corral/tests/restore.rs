@@ -131,6 +131,13 @@ fn restore_as_new_own_name_one_disk_and_in_place() {
     env.ok(&["backup", "restore", b2[0]["id"].as_str().unwrap(), "--as", "rv3"]);
     assert!(same(&disk_path(&env, "rv3", 0), &sys1));
 
+    // verify by VM name checks that VM's backups; an unknown name is bad input.
+    let v = env.json(&["backup", "verify", "rv"]);
+    assert_eq!(v["backups_checked"], 2, "{v}");
+    let v = env.json(&["backup", "verify", "--all"]);
+    assert_eq!(v["backups_checked"], 2, "{v}");
+    assert_eq!(env.run(&["backup", "verify", "nosuchvm"]).status.code(), Some(2));
+
     // Under its own name once the VM is gone.
     env.ok(&["vm", "delete", "rv"]);
     let r = env.json(&["backup", "restore", &id1]);

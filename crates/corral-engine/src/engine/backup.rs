@@ -428,9 +428,29 @@ impl Engine {
         Ok(out)
     }
 
-    /// Re-hashes every chunk the given backups (all without ids) refer to.
-    pub fn backup_verify(&self, ids: &[String]) -> Result<corral_store::VerifyReport, EngineError> {
-        self.backup_store()?.verify(ids).map_err(|e| match e {
+    /// Re-hashes every chunk the given backups refer to. A target is a backup id or a VM
+    /// name (all its backups); none means every backup in the store.
+    pub fn backup_verify(&self, targets: &[String]) -> Result<corral_store::VerifyReport, EngineError> {
+        let store = self.backup_store()?;
+        let mut ids: Vec<String> = vec![];
+        if !targets.is_empty() {
+            let all = store.list(None).map_err(store_err)?;
+            for t in targets {
+                let of_vm: Vec<String> = all.iter().filter(|m| &m.vm == t).map(|m| m.id.clone()).collect();
+                if !of_vm.is_empty() {
+                    ids.extend(of_vm);
+                } else if all.iter().any(|m| &m.id == t) || corral_store::is_backup_id(t) {
+                    ids.push(t.clone());
+                } else {
+                    return Err(EngineError::invalid(
+                        "-",
+                        "verify",
+                        format!("{t:?} is neither a backup id nor a VM with backups; `corral backup list` shows them"),
+                    ));
+                }
+            }
+        }
+        store.verify(&ids).map_err(|e| match e {
             // A mistyped id is bad input (exit 2), like for show, restore and drill.
             corral_store::StoreError::BackupNotFound(_) => {
                 EngineError::invalid("-", "verify", format!("{e}; `corral backup list` shows the backups"))
