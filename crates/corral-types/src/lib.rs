@@ -5,13 +5,15 @@
 //! rules, and the JSON shapes that the CLI prints with `--json` (and that the REST API will
 //! serve). Everything that talks to QEMU or the disk lives in `corral-engine`.
 
-pub mod disk;
+pub mod auth;
+mod disk;
 pub mod human;
 pub mod job;
 pub mod name;
 pub mod spec;
 pub mod status;
 
+pub use auth::Role;
 pub use disk::{ChainLayer, CloneReport, ClonedDisk, CommitReport, ConsolidateItem, DiskChain, ImageInfo};
 pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};
 pub use job::{JobInfo, JobState, TransferBytes};

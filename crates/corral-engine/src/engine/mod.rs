@@ -3,6 +3,7 @@
 //! themselves on every error path.
 
 pub mod agent;
+pub mod auth;
 pub mod backup;
 mod clone;
 mod console;
@@ -96,4 +97,20 @@ impl Engine {
     pub fn records(&self) -> Result<Vec<VmRecord>, EngineError> {
         self.reg().list()
     }
+}
+
+/// The daemon runs engine operations on a multi-threaded runtime: their futures must be
+/// `Send`. This fails to compile if one stops being so.
+#[allow(dead_code)]
+fn operations_are_send(e: &'static Engine) {
+    fn send<T: Send>(_: T) {}
+    send(e.list());
+    send(e.status("x"));
+    send(e.start("x"));
+    send(e.stop("x", None, false));
+    send(e.save("x"));
+    send(e.pause("x"));
+    send(e.resume("x"));
+    send(e.kill("x"));
+    send(e.backup_run("x", false, None));
 }

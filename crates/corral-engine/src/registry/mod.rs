@@ -10,12 +10,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::EngineError;
 
+mod auth;
 mod bases;
 mod jobs;
 
+pub use auth::AuditRow;
 pub use bases::BaseRow;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 pub struct Registry {
     conn: Connection,
@@ -127,6 +129,37 @@ impl Registry {
             )
             .map_err(db)?;
         }
+        if version < 4 {
+            // The daemon's users (argon2id hashes), API tokens (only a hash of each) and the
+            // audit log of mutating calls.
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS users (
+                     name TEXT PRIMARY KEY,
+                     role TEXT NOT NULL,
+                     password_hash TEXT NOT NULL,
+                     created INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS tokens (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     hash TEXT NOT NULL UNIQUE,
+                     role TEXT NOT NULL,
+                     label TEXT NOT NULL,
+                     created INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS audit (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     time_ms INTEGER NOT NULL,
+                     who TEXT NOT NULL,
+                     action TEXT NOT NULL,
+                     target TEXT NOT NULL,
+                     result TEXT NOT NULL
+                 );
+                 PRAGMA user_version = 4;
+                 COMMIT;",
+            )
+            .map_err(db)?;
+        }
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         Ok(Registry {
             conn,
@@ -162,7 +195,7 @@ impl Registry {
         Ok(())
     }
 
-    fn db(&self) -> impl FnOnce(rusqlite::Error) -> EngineError + '_ {
+    pub(super) fn db(&self) -> impl FnOnce(rusqlite::Error) -> EngineError + '_ {
         move |source| EngineError::Db {
             path: self.path.clone(),
             source,
