@@ -55,6 +55,72 @@ pub enum Command {
     /// Host-wide actions for boot and shutdown.
     #[command(subcommand)]
     Host(HostCmd),
+    /// Serve the REST API (`/api/v1`) over this host's VMs.
+    Serve {
+        /// Address and port (plain HTTP; loopback only unless --insecure-http).
+        #[arg(long, default_value = "127.0.0.1:8006", value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+        /// Allow plain HTTP on a non-loopback address: passwords and tokens cross the network in clear.
+        #[arg(long)]
+        insecure_http: bool,
+    },
+    /// Users of the API and web page.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// API tokens (sent as `Authorization: Bearer TOKEN`).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The audit log of mutating API calls, newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add a user (the password is asked for twice, or read from stdin).
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: corral_types::Role,
+        /// Read the password from the first line of stdin (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users and their roles.
+    #[command(alias = "ls")]
+    List,
+    /// Delete a user.
+    #[command(alias = "rm")]
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a token; prints it once on stdout (only its hash is kept).
+    Create {
+        #[arg(long, value_parser = parse_role)]
+        role: corral_types::Role,
+        /// What the token is for (shown in lists and the audit log).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List tokens (never their secrets).
+    #[command(alias = "ls")]
+    List,
+    /// Revoke a token by id.
+    Revoke { id: i64 },
+}
+
+fn parse_role(s: &str) -> Result<corral_types::Role, String> {
+    s.parse()
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,6 +7,7 @@ mod disk;
 mod layers;
 mod output;
 mod progress;
+mod server;
 mod snapshot;
 mod vm;
 
@@ -51,6 +52,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(cmd) => layers::job(&engine, cmd, cli.json),
         Command::Backup(cmd) => backup::run(&engine, cmd, cli.json).await,
         Command::Store(cmd) => backup::store(&engine, cmd, cli.json),
+        Command::Serve { listen, insecure_http } => server::serve(engine.clone(), listen, insecure_http).await,
+        Command::User(cmd) => server::user(&engine, cmd, cli.json),
+        Command::Token(cmd) => server::token(&engine, cmd, cli.json),
+        Command::Audit { limit } => server::audit(&engine, limit, cli.json),
         Command::Host(HostCmd::StopAll { save, timeout }) => {
             let report = engine.stop_all(save, timeout.map(|t| t.0)).await?;
             vm::print_host_report(&report, cli.json, if save { "saved or stopped" } else { "stopped" })

@@ -1,0 +1,292 @@
+//! `corral serve`: a versioned REST API (`/api/v1`) over the same engine the CLI uses, so
+//! both take the same per-VM locks and cannot race.
+//!
+//! Every call needs a bearer token (`corral token create --role R`); a viewer reads, an
+//! operator also acts on VMs, an admin also reads the audit log. Every mutating call is
+//! written to the audit log with its outcome. VM names from URLs go through the same
+//! validation as on the command line, so `../x` is a 400, never a path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use corral_engine::engine::auth::Principal;
+use corral_engine::{Engine, EngineError};
+use corral_types::{Role, VmName};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Where and how to listen.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    /// Plain HTTP on a non-loopback address (otherwise refused).
+    pub insecure_http: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "{0} is not a loopback address: serving the API there in plain HTTP would send passwords and tokens in \
+         clear. TLS is not built yet; listen on 127.0.0.1 (and tunnel), or pass --insecure-http knowingly"
+    )]
+    NeedsTls(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the server stopped: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Refuses plain HTTP beyond loopback unless asked for by name.
+pub fn check_listen(opts: &ServeOptions) -> Result<(), ServeError> {
+    if !opts.listen.ip().is_loopback() && !opts.insecure_http {
+        return Err(ServeError::NeedsTls(opts.listen));
+    }
+    Ok(())
+}
+
+/// Binds the listener (port 0 picks a free one; the address is in the result).
+pub async fn bind(opts: &ServeOptions) -> Result<tokio::net::TcpListener, ServeError> {
+    check_listen(opts)?;
+    tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: opts.listen,
+            source,
+        })
+}
+
+/// Serves until `shutdown` completes; calls in flight are let finish.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The whole API.
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/api/v1/vms", get(vm_list))
+        .route("/api/v1/vms/{name}", get(vm_show))
+        .route("/api/v1/vms/{name}/{action}", post(vm_action))
+        .route("/api/v1/jobs", get(job_list))
+        .route("/api/v1/jobs/{id}", get(job_show))
+        .route("/api/v1/audit", get(audit_log))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such API path; see /api/v1") })
+        .with_state(engine)
+}
+
+/// An error as the API answers it: a status and `{"error": …, "kind": …}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let kind = e.kind();
+        let status = match kind {
+            "invalid" | "config" | "missing-file" => StatusCode::BAD_REQUEST,
+            "not-found" => StatusCode::NOT_FOUND,
+            "exists" | "busy" | "wrong-state" | "in-use" | "port-in-use" => StatusCode::CONFLICT,
+            "timeout" => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, kind, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({"error": self.message, "kind": self.kind}))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+/// The authenticated caller (a bearer token).
+pub struct Caller(pub Principal);
+
+impl Caller {
+    fn require(&self, role: Role, what: &str) -> Result<(), ApiError> {
+        if self.0.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{what} needs the {role} role; {} is a {}", self.0.who, self.0.role),
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<Arc<Engine>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, engine: &Arc<Engine>) -> Result<Caller, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            unauthorized("no credentials: send `Authorization: Bearer TOKEN` (`corral token create`)")
+        })?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
+        match engine.token_check(token.trim())? {
+            Some(p) => Ok(Caller(p)),
+            None => Err(unauthorized("unknown or revoked token")),
+        }
+    }
+}
+
+fn vm_name(name: &str) -> Result<VmName, ApiError> {
+    VmName::new(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))
+}
+
+async fn vm_list(State(engine): State<Arc<Engine>>, _c: Caller) -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::to_value(engine.list().await?).unwrap_or(Value::Null)))
+}
+
+async fn vm_show(
+    State(engine): State<Arc<Engine>>,
+    _c: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let name = vm_name(&name)?;
+    let rec = engine.get(name.as_str())?;
+    let status = engine.status(name.as_str()).await?;
+    let etag = format!("\"{}\"", rec.generation);
+    let body = json!({"spec": rec.spec, "generation": rec.generation, "status": status});
+    Ok(([(header::ETAG, etag)], Json(body)).into_response())
+}
+
+/// Options of `POST /api/v1/vms/NAME/stop`; every action takes an optional JSON body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    /// Seconds to wait for the guest's ACPI shutdown before forcing (stop).
+    #[serde(default)]
+    timeout_s: Option<u64>,
+    /// Skip ACPI (stop).
+    #[serde(default)]
+    force: bool,
+}
+
+async fn vm_action(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path((name, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let name = vm_name(&name)?;
+    caller.require(Role::Operator, &format!("{action} of a VM"))?;
+    // The body is optional; when present it must be exactly an ActionBody.
+    let opts: ActionBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        ActionBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("the request body: {e}")))?
+    };
+    let vm = name.as_str();
+    let result: Result<Value, EngineError> = match action.as_str() {
+        "start" => engine.start(vm).await.map(|i| json!(i)),
+        "stop" => engine
+            .stop(vm, opts.timeout_s.map(Duration::from_secs), opts.force)
+            .await
+            .map(|o| json!(o)),
+        "save" => engine.save(vm).await.map(|i| json!(i)),
+        "pause" => engine.pause(vm).await.map(|_| json!({})),
+        "resume" => engine.resume(vm).await.map(|i| json!(i)),
+        "kill" => engine.kill(vm).await.map(|_| json!({})),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no action {other:?}: use start, stop, save, pause, resume or kill"),
+            ))
+        }
+    };
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("error: {e}"),
+    };
+    engine.audit(&caller.0.who, &action, vm, &outcome);
+    let value = result?;
+    let status = engine.status(vm).await?;
+    Ok(Json(
+        json!({"vm": vm, "action": action, "result": value, "status": status}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobQuery {
+    vm: Option<String>,
+    #[serde(default = "fifty")]
+    limit: usize,
+}
+
+fn fifty() -> usize {
+    50
+}
+
+async fn job_list(
+    State(engine): State<Arc<Engine>>,
+    _c: Caller,
+    q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    if let Some(vm) = &q.vm {
+        vm_name(vm)?;
+    }
+    let jobs = engine.jobs(q.vm.as_deref(), q.limit.min(1000))?;
+    Ok(Json(json!(jobs)))
+}
+
+async fn job_show(
+    State(engine): State<Arc<Engine>>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("job id {id:?} is not a number"),
+        )
+    })?;
+    Ok(Json(json!(engine.job(id)?)))
+}
+
+async fn audit_log(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin, "reading the audit log")?;
+    Ok(Json(json!(engine.audit_log(500)?)))
+}

@@ -1,0 +1,245 @@
+//! The REST API in-process on port 0, with the real engine and a real QEMU guest: tokens and
+//! roles (401/403), VM actions, name validation, body checking, the audit log.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use common::Env;
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`), read to the end.
+fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Reply {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+/// Starts the API server in this process on 127.0.0.1:0; returns its address.
+fn start_server(env: &Env) -> SocketAddr {
+    let cfg = corral_engine::HostConfig::load_file(&env.dir_path().join("corral.toml"), true).unwrap();
+    let engine = Arc::new(corral_engine::Engine::open(cfg).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let opts = corral_server::ServeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                insecure_http: false,
+            };
+            let listener = corral_server::bind(&opts).await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            corral_server::serve(engine, listener, std::future::pending())
+                .await
+                .unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+#[test]
+fn tokens_roles_actions_names_bodies_and_audit() {
+    let env = Env::new();
+    env.create_guest("web", "");
+    let token = |role: &str, label: &str| {
+        env.ok(&["token", "create", "--role", role, "--label", label])
+            .trim()
+            .to_string()
+    };
+    let (viewer, operator, admin) = (
+        token("viewer", "dash"),
+        token("operator", "ops"),
+        token("admin", "root"),
+    );
+    assert!(viewer.starts_with("corral_"));
+    let addr = start_server(&env);
+
+    // No or a wrong token: 401 with a Bearer challenge.
+    let r = http(addr, "GET", "/api/v1/vms", None, None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        r.head.to_ascii_lowercase().contains("www-authenticate: bearer"),
+        "{}",
+        r.head
+    );
+    assert_eq!(http(addr, "GET", "/api/v1/vms", Some("corral_0000"), None).status, 401);
+
+    // A viewer reads, but may not act.
+    let r = http(addr, "GET", "/api/v1/vms", Some(&viewer), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()[0]["name"], "web");
+    let r = http(addr, "POST", "/api/v1/vms/web/start", Some(&viewer), None);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("operator"), "{}", r.body);
+    assert_eq!(env.state("web"), "stopped");
+
+    // Names from the URL are validated like on the command line.
+    let r = http(addr, "POST", "/api/v1/vms/..%2Fx/start", Some(&operator), None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(http(addr, "GET", "/api/v1/vms/nosuch", Some(&viewer), None).status, 404);
+
+    // An operator starts the real guest; show has the state and an ETag.
+    let r = http(addr, "POST", "/api/v1/vms/web/start", Some(&operator), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"]["state"], "running", "{}", r.body);
+    assert_eq!(env.state("web"), "running", "the CLI sees what the API did");
+    let r = http(addr, "GET", "/api/v1/vms/web", Some(&viewer), None);
+    assert_eq!(r.json()["status"]["state"], "running");
+    assert!(r.head.to_ascii_lowercase().contains("etag: \""), "{}", r.head);
+    // Starting again is a conflict, not a crash.
+    assert_eq!(
+        http(addr, "POST", "/api/v1/vms/web/start", Some(&operator), None).status,
+        409
+    );
+
+    // Bodies: unknown fields and bad JSON are 400s that name the problem.
+    let r = http(
+        addr,
+        "POST",
+        "/api/v1/vms/web/stop",
+        Some(&operator),
+        Some(r#"{"forse": true}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("forse"), "{}", r.body);
+    assert_eq!(
+        http(addr, "POST", "/api/v1/vms/web/stop", Some(&operator), Some("{")).status,
+        400
+    );
+    assert_eq!(env.state("web"), "running");
+    let r = http(
+        addr,
+        "POST",
+        "/api/v1/vms/web/stop",
+        Some(&operator),
+        Some(r#"{"force": true}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(env.state("web"), "stopped");
+    assert_eq!(
+        http(addr, "POST", "/api/v1/vms/web/reboot", Some(&operator), None).status,
+        404
+    );
+
+    // Jobs are readable; unknown paths are JSON 404s.
+    assert_eq!(
+        http(addr, "GET", "/api/v1/jobs?limit=5", Some(&viewer), None).status,
+        200
+    );
+    assert_eq!(
+        http(addr, "GET", "/api/v1/jobs?limt=5", Some(&viewer), None).status,
+        400
+    );
+    let r = http(addr, "GET", "/api/v2/vms", Some(&viewer), None);
+    assert_eq!((r.status, r.json()["kind"].as_str()), (404, Some("not-found")));
+
+    // The audit log: admin only; it names who did what and how it ended.
+    assert_eq!(http(addr, "GET", "/api/v1/audit", Some(&operator), None).status, 403);
+    let r = http(addr, "GET", "/api/v1/audit", Some(&admin), None);
+    assert_eq!(r.status, 200);
+    let log = r.json();
+    let lines: Vec<(String, String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["who"].as_str().unwrap().to_string(),
+                l["action"].as_str().unwrap().to_string(),
+                l["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|(w, a, r)| w.contains("ops") && a == "start" && r == "ok"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|(_, a, r)| a == "start" && r.starts_with("error")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|(_, a, r)| a == "stop" && r == "ok"), "{lines:?}");
+    let cli = env.json(&["audit"]);
+    assert_eq!(cli.as_array().unwrap().len(), log.as_array().unwrap().len());
+
+    // Revoked tokens stop working at once.
+    let id = env.json(&["token", "list"]).as_array().unwrap()[0]["id"]
+        .as_i64()
+        .unwrap();
+    env.ok(&["token", "revoke", &id.to_string()]);
+    assert_eq!(http(addr, "GET", "/api/v1/vms", Some(&viewer), None).status, 401);
+}
+
+#[test]
+fn serve_refuses_plain_http_beyond_loopback_and_users_are_checked() {
+    let env = Env::new();
+    let out = env.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+    let add = |name: &str, pw: &str| {
+        let mut c = env.cmd();
+        c.args(["user", "add", name, "--role", "viewer", "--password-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{pw}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(add("ann", "a long enough password").status.success());
+    let short = add("bob", "short");
+    assert_eq!(
+        short.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    assert!(!add("ann", "another long password").status.success(), "duplicate user");
+    let users = env.json(&["user", "list"]);
+    assert_eq!(users.as_array().unwrap().len(), 1);
+    assert_eq!(users[0]["role"], "viewer");
+    // The password is not in the registry in clear.
+    let db = std::fs::read(env.data_dir().join("corral.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains("a long enough password"));
+}
