@@ -80,6 +80,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/vms", get(vm_list))
         .route("/api/v1/vms/{name}", get(vm_show))
         .route("/api/v1/vms/{name}/{action}", post(vm_action))
+        .route("/api/v1/vms/{name}/backup", post(vm_backup))
+        .route("/api/v1/backups", get(backup_list))
         .route("/api/v1/jobs", get(job_list))
         .route("/api/v1/jobs/{id}", get(job_show))
         .route("/api/v1/audit", get(audit_log))
@@ -289,4 +291,88 @@ async fn job_show(
 async fn audit_log(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin, "reading the audit log")?;
     Ok(Json(json!(engine.audit_log(500)?)))
+}
+
+/// Options of `POST /api/v1/vms/NAME/backup`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    /// Read every disk in full.
+    #[serde(default)]
+    full: bool,
+    /// System disks only (default: the VM's `[backup] skeleton`).
+    #[serde(default)]
+    skeleton: Option<bool>,
+}
+
+/// Starts a backup in the background: `202 Accepted` with the job (and `Location:` its URL)
+/// as soon as the engine has begun it; an error that comes before that (no such VM, a
+/// crashed VM, a busy lock) is the answer instead.
+async fn vm_backup(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let name = vm_name(&name)?;
+    caller.require(Role::Operator, "a backup")?;
+    let opts: BackupBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        BackupBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("the request body: {e}")))?
+    };
+    engine.get(name.as_str())?;
+    let mut events = engine.job_events();
+    let (e2, who, vm) = (engine.clone(), caller.0.who.clone(), name.to_string());
+    let mut task = tokio::spawn(async move {
+        let r = e2.backup_run(&vm, opts.full, opts.skeleton).await;
+        let outcome = match &r {
+            Ok(b) => format!("ok: backup {}", b.id),
+            Err(e) => format!("error: {e}"),
+        };
+        e2.audit(&who, "backup", &vm, &outcome);
+        r
+    });
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(j) if j.vm == name.as_str() && j.kind == "backup" => {
+                    let location = format!("/api/v1/jobs/{}", j.id);
+                    return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(json!({"job": j}))).into_response());
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the job stream closed"))
+                }
+            },
+            done = &mut task => {
+                return match done {
+                    Ok(Ok(report)) => Ok((StatusCode::OK, Json(json!(report))).into_response()),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the backup task failed: {e}"))),
+                };
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupQuery {
+    vm: Option<String>,
+}
+
+async fn backup_list(
+    State(engine): State<Arc<Engine>>,
+    _c: Caller,
+    q: Result<Query<BackupQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    if let Some(vm) = &q.vm {
+        vm_name(vm)?;
+    }
+    let list: Vec<corral_engine::engine::backup::BackupSummary> =
+        engine.backup_list(q.vm.as_deref())?.iter().map(Into::into).collect();
+    Ok(Json(json!(list)))
 }

@@ -155,6 +155,52 @@ fn tokens_roles_actions_names_bodies_and_audit() {
         404
     );
 
+    // A backup answers 202 with its job at once; the job is followed to its end.
+    assert_eq!(
+        http(addr, "POST", "/api/v1/vms/web/backup", Some(&viewer), None).status,
+        403
+    );
+    let r = http(
+        addr,
+        "POST",
+        "/api/v1/vms/web/backup",
+        Some(&operator),
+        Some(r#"{"fulll": true}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = http(
+        addr,
+        "POST",
+        "/api/v1/vms/web/backup",
+        Some(&operator),
+        Some(r#"{"full": true}"#),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = r.json()["job"]["id"].as_i64().unwrap();
+    assert!(r.head.contains(&format!("/api/v1/jobs/{job}")), "{}", r.head);
+    let mut state = String::new();
+    for _ in 0..300 {
+        let j = http(addr, "GET", &format!("/api/v1/jobs/{job}"), Some(&viewer), None).json();
+        state = j["state"].as_str().unwrap().to_string();
+        if state != "running" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(state, "succeeded");
+    let b = http(addr, "GET", "/api/v1/backups?vm=web", Some(&viewer), None).json();
+    assert_eq!(b.as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(b[0]["kind"], "full");
+    assert_eq!(
+        env.json(&["backup", "list", "web"])[0]["id"],
+        b[0]["id"],
+        "the CLI sees it"
+    );
+    assert_eq!(
+        http(addr, "POST", "/api/v1/vms/nosuch/backup", Some(&operator), None).status,
+        404
+    );
+
     // Jobs are readable; unknown paths are JSON 404s.
     assert_eq!(
         http(addr, "GET", "/api/v1/jobs?limit=5", Some(&viewer), None).status,
@@ -195,8 +241,25 @@ fn tokens_roles_actions_names_bodies_and_audit() {
         "{lines:?}"
     );
     assert!(lines.iter().any(|(_, a, r)| a == "stop" && r == "ok"), "{lines:?}");
-    let cli = env.json(&["audit"]);
-    assert_eq!(cli.as_array().unwrap().len(), log.as_array().unwrap().len());
+    // The backup's line is written when its task ends, just after its job: wait for it.
+    let backed_up = common::wait_for(std::time::Duration::from_secs(10), || {
+        let log = http(addr, "GET", "/api/v1/audit", Some(&admin), None).json();
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["action"] == "backup" && l["result"].as_str().unwrap().starts_with("ok: backup"))
+    });
+    assert!(backed_up.is_ok(), "no audit line for the API backup");
+    let api_len = http(addr, "GET", "/api/v1/audit", Some(&admin), None)
+        .json()
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        env.json(&["audit"]).as_array().unwrap().len(),
+        api_len,
+        "the CLI reads the same log"
+    );
 
     // Revoked tokens stop working at once.
     let id = env.json(&["token", "list"]).as_array().unwrap()[0]["id"]
