@@ -82,6 +82,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/api/v1/vms/{name}/{action}", post(vm_action))
         .route("/api/v1/vms/{name}/backup", post(vm_backup))
         .route("/api/v1/backups", get(backup_list))
+        .route("/api/v1/events", get(events))
         .route("/api/v1/jobs", get(job_list))
         .route("/api/v1/jobs/{id}", get(job_show))
         .route("/api/v1/audit", get(audit_log))
@@ -375,4 +376,70 @@ async fn backup_list(
     let list: Vec<corral_engine::engine::backup::BackupSummary> =
         engine.backup_list(q.vm.as_deref())?.iter().map(Into::into).collect();
     Ok(Json(json!(list)))
+}
+
+/// How often the event stream looks for VM state changes.
+const STATE_POLL: Duration = Duration::from_secs(1);
+
+struct EventFeed {
+    engine: Arc<Engine>,
+    jobs: tokio::sync::broadcast::Receiver<corral_types::JobInfo>,
+    tick: tokio::time::Interval,
+    /// Each VM's state as last sent (`None` before the first look: that look sends all).
+    states: Option<std::collections::HashMap<String, String>>,
+    pending: std::collections::VecDeque<axum::response::sse::Event>,
+}
+
+/// `GET /api/v1/events`: server-sent events. `job` events carry a job's progress (as
+/// `GET /api/v1/jobs/ID` shows it) for jobs this daemon runs; `vm` events carry a VM's
+/// status when its state changes (first every VM once).
+async fn events(
+    State(engine): State<Arc<Engine>>,
+    _c: Caller,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let feed = EventFeed {
+        jobs: engine.job_events(),
+        engine,
+        tick: tokio::time::interval(STATE_POLL),
+        states: None,
+        pending: Default::default(),
+    };
+    let stream = futures_util::stream::unfold(feed, |mut f| async move {
+        loop {
+            if let Some(ev) = f.pending.pop_front() {
+                return Some((Ok(ev), f));
+            }
+            tokio::select! {
+                job = f.jobs.recv() => match job {
+                    Ok(j) => {
+                        let ev = Event::default().event("job").json_data(&j).unwrap_or_default();
+                        return Some((Ok(ev), f));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        return Some((Ok(Event::default().event("lagged").data(n.to_string())), f));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = f.tick.tick() => {
+                    let Ok(list) = f.engine.list().await else { continue };
+                    let old = f.states.take().unwrap_or_default();
+                    let mut now = std::collections::HashMap::new();
+                    for st in list {
+                        let v = serde_json::to_value(&st).unwrap_or(Value::Null);
+                        let name = v["name"].as_str().unwrap_or_default().to_string();
+                        let state = v["state"].as_str().unwrap_or_default().to_string();
+                        if old.get(&name) != Some(&state) {
+                            f.pending.push_back(Event::default().event("vm").json_data(&v).unwrap_or_default());
+                        }
+                        now.insert(name, state);
+                    }
+                    f.states = Some(now);
+                }
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }

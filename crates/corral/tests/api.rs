@@ -306,3 +306,61 @@ fn serve_refuses_plain_http_beyond_loopback_and_users_are_checked() {
     let db = std::fs::read(env.data_dir().join("corral.db")).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains("a long enough password"));
 }
+
+/// Reads a server-sent event stream until `pred` holds for the text so far (or 30 s pass).
+fn read_events_until(s: &mut TcpStream, seen: &mut String, pred: impl Fn(&str) -> bool) -> bool {
+    s.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut buf = [0u8; 8192];
+    while std::time::Instant::now() < deadline {
+        if pred(seen) {
+            return true;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return pred(seen),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+    }
+    pred(seen)
+}
+
+#[test]
+fn events_stream_vm_states_and_job_progress() {
+    let env = Env::new();
+    env.create_guest("ev", "");
+    let op = env.ok(&["token", "create", "--role", "operator"]).trim().to_string();
+    let addr = start_server(&env);
+    assert_eq!(http(addr, "GET", "/api/v1/events", None, None).status, 401);
+
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {op}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = String::new();
+    // First every VM once, as it is now.
+    assert!(
+        read_events_until(&mut s, &mut seen, |t| t.contains("event: vm")
+            && t.contains("\"stopped\"")),
+        "{seen}"
+    );
+    assert!(seen.starts_with("HTTP/1.1 200") && seen.to_ascii_lowercase().contains("text/event-stream"));
+    // A state change made elsewhere (the CLI) shows up.
+    env.ok(&["vm", "start", "ev"]);
+    assert!(
+        read_events_until(&mut s, &mut seen, |t| t.contains("\"running\"")),
+        "{seen}"
+    );
+    env.ok(&["vm", "kill", "ev"]);
+    // A job the daemon runs streams its progress to the end.
+    let r = http(addr, "POST", "/api/v1/vms/ev/backup", Some(&op), None);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(
+        read_events_until(&mut s, &mut seen, |t| t.contains("event: job")
+            && t.contains("\"succeeded\"")),
+        "{seen}"
+    );
+    assert!(seen.contains("\"kind\":\"backup\""), "{seen}");
+}
