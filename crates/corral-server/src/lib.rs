@@ -22,21 +22,30 @@ use corral_types::{Role, VmName};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+mod tls;
+pub use tls::{ensure_self_signed, TlsSource};
+
 /// Where and how to listen.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub listen: SocketAddr,
-    /// Plain HTTP on a non-loopback address (otherwise refused).
+    /// Plain HTTP on a non-loopback address (otherwise TLS is required there).
     pub insecure_http: bool,
+    /// TLS: given files, or a self-signed certificate kept in a directory. Without it,
+    /// plain HTTP (loopback, or with `insecure_http`).
+    pub tls: Option<TlsSource>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(
         "{0} is not a loopback address: serving the API there in plain HTTP would send passwords and tokens in \
-         clear. TLS is not built yet; listen on 127.0.0.1 (and tunnel), or pass --insecure-http knowingly"
+         clear. Use TLS (--tls-cert/--tls-key, or nothing and a self-signed certificate is made), or pass \
+         --insecure-http knowingly"
     )]
     NeedsTls(SocketAddr),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("the server stopped: {0}")]
@@ -45,7 +54,7 @@ pub enum ServeError {
 
 /// Refuses plain HTTP beyond loopback unless asked for by name.
 pub fn check_listen(opts: &ServeOptions) -> Result<(), ServeError> {
-    if !opts.listen.ip().is_loopback() && !opts.insecure_http {
+    if opts.tls.is_none() && !opts.listen.ip().is_loopback() && !opts.insecure_http {
         return Err(ServeError::NeedsTls(opts.listen));
     }
     Ok(())
@@ -62,7 +71,7 @@ pub async fn bind(opts: &ServeOptions) -> Result<tokio::net::TcpListener, ServeE
         })
 }
 
-/// Serves until `shutdown` completes; calls in flight are let finish.
+/// Serves plain HTTP until `shutdown` completes; calls in flight are let finish.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: tokio::net::TcpListener,
@@ -72,6 +81,23 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// Serves HTTPS with the certificate of `source` until `shutdown` (a certificate that does
+/// not load is the error, before anything is served).
+pub async fn serve_tls(
+    engine: Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    source: &TlsSource,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (config, _) = tls::server_config(source)?;
+    tls::serve_tls(listener, router(engine), config, shutdown).await
+}
+
+/// The certificate file a TLS server presents (made now if it is to be self-signed).
+pub fn tls_certificate(source: &TlsSource) -> Result<std::path::PathBuf, ServeError> {
+    tls::server_config(source).map(|(_, cert)| cert)
 }
 
 /// The whole API.

@@ -57,12 +57,21 @@ pub enum Command {
     Host(HostCmd),
     /// Serve the REST API (`/api/v1`) over this host's VMs.
     Serve {
-        /// Address and port (plain HTTP; loopback only unless --insecure-http).
+        /// Address and port (plain HTTP on loopback; HTTPS elsewhere).
         #[arg(long, default_value = "127.0.0.1:8006", value_name = "ADDR:PORT")]
         listen: std::net::SocketAddr,
         /// Allow plain HTTP on a non-loopback address: passwords and tokens cross the network in clear.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["tls", "tls_cert"])]
         insecure_http: bool,
+        /// Serve HTTPS also on loopback (beyond loopback it is the default).
+        #[arg(long)]
+        tls: bool,
+        /// The certificate chain (PEM); without it a self-signed one is made in <data_dir>/tls once.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// Users of the API and web page.
     #[command(subcommand)]

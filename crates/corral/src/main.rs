@@ -52,7 +52,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(cmd) => layers::job(&engine, cmd, cli.json),
         Command::Backup(cmd) => backup::run(&engine, cmd, cli.json).await,
         Command::Store(cmd) => backup::store(&engine, cmd, cli.json),
-        Command::Serve { listen, insecure_http } => server::serve(engine.clone(), listen, insecure_http).await,
+        Command::Serve {
+            listen,
+            insecure_http,
+            tls,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(corral_server::TlsSource::Files { cert, key }),
+                _ if tls || (!listen.ip().is_loopback() && !insecure_http) => {
+                    Some(corral_server::TlsSource::SelfSigned {
+                        dir: engine.config().data_dir.join("tls"),
+                    })
+                }
+                _ => None,
+            };
+            server::serve(
+                engine.clone(),
+                corral_server::ServeOptions {
+                    listen,
+                    insecure_http,
+                    tls,
+                },
+            )
+            .await
+        }
         Command::User(cmd) => server::user(&engine, cmd, cli.json),
         Command::Token(cmd) => server::token(&engine, cmd, cli.json),
         Command::Audit { limit } => server::audit(&engine, limit, cli.json),

@@ -10,17 +10,15 @@ use corral_server::ServeOptions;
 use crate::cli::{TokenCmd, UserCmd};
 use crate::output;
 
-pub async fn serve(engine: Arc<Engine>, listen: std::net::SocketAddr, insecure_http: bool) -> anyhow::Result<()> {
-    let opts = ServeOptions { listen, insecure_http };
+pub async fn serve(engine: Arc<Engine>, opts: ServeOptions) -> anyhow::Result<()> {
     let listener = corral_server::bind(&opts).await?;
     let addr = listener.local_addr().context("the listening address")?;
     if engine.users()?.is_empty() && engine.tokens()?.is_empty() {
         eprintln!(
             "corral serve: nobody can log in yet. Create an admin token with `corral token create --role admin` \
-             (or a user with `corral user add NAME --role admin`)"
+             (or a user with `corral user add NAME --role admin --password-stdin`)"
         );
     }
-    eprintln!("corral serve: listening on http://{addr}/api/v1");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
@@ -29,7 +27,20 @@ pub async fn serve(engine: Arc<Engine>, listen: std::net::SocketAddr, insecure_h
         }
         eprintln!("corral serve: stopping (calls in flight finish; VMs keep running)");
     };
-    corral_server::serve(engine, listener, shutdown).await?;
+    match &opts.tls {
+        Some(source) => {
+            let cert = corral_server::tls_certificate(source)?;
+            eprintln!(
+                "corral serve: listening on https://{addr}/api/v1 (certificate {})",
+                cert.display()
+            );
+            corral_server::serve_tls(engine, listener, source, shutdown).await?;
+        }
+        None => {
+            eprintln!("corral serve: listening on http://{addr}/api/v1");
+            corral_server::serve(engine, listener, shutdown).await?;
+        }
+    }
     Ok(())
 }
 

@@ -60,6 +60,7 @@ fn start_server(env: &Env) -> SocketAddr {
             let opts = corral_server::ServeOptions {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 insecure_http: false,
+                tls: None,
             };
             let listener = corral_server::bind(&opts).await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
@@ -272,9 +273,19 @@ fn tokens_roles_actions_names_bodies_and_audit() {
 #[test]
 fn serve_refuses_plain_http_beyond_loopback_and_users_are_checked() {
     let env = Env::new();
-    let out = env.run(&["serve", "--listen", "0.0.0.0:0"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+    // Plain HTTP beyond loopback is refused unless asked for by name (the CLI picks TLS there).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plain = |insecure_http| corral_server::ServeOptions {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        insecure_http,
+        tls: None,
+    };
+    let err = rt.block_on(corral_server::bind(&plain(false))).unwrap_err().to_string();
+    assert!(err.contains("not a loopback address"), "{err}");
+    assert!(rt.block_on(corral_server::bind(&plain(true))).is_ok());
     let add = |name: &str, pw: &str| {
         let mut c = env.cmd();
         c.args(["user", "add", name, "--role", "viewer", "--password-stdin"])
@@ -363,4 +374,84 @@ fn events_stream_vm_states_and_job_progress() {
         "{seen}"
     );
     assert!(seen.contains("\"kind\":\"backup\""), "{seen}");
+}
+
+/// `corral serve --tls` as a real process, checked with a real client (curl): the self-signed
+/// certificate is made once, trusted only when given, and SIGTERM ends the server cleanly.
+#[test]
+fn https_with_a_self_signed_certificate_and_sigterm() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let tok = env.ok(&["token", "create", "--role", "viewer"]).trim().to_string();
+    let mut child = env
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on"))
+        .expect("serve says where it listens");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap()
+        .to_string();
+    let cert = env.data_dir().join("tls/cert.pem");
+    assert!(line.contains(cert.to_str().unwrap()), "{line}");
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(env.data_dir().join("tls/key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(key_mode & 0o077, 0, "the key is private");
+    let port = url.trim_end_matches("/api/v1").rsplit(':').next().unwrap().to_string();
+    let curl = |extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-H", &format!("Authorization: Bearer {tok}")])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = curl(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        &format!("https://localhost:{port}/api/v1/vms"),
+    ]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "[]");
+    let untrusted = curl(&[&format!("https://localhost:{port}/api/v1/vms")]);
+    assert!(
+        !untrusted.status.success(),
+        "curl must not trust a self-signed certificate it was not given"
+    );
+    let plain = curl(&[&format!("http://127.0.0.1:{port}/api/v1/vms")]);
+    assert!(!plain.status.success() || !String::from_utf8_lossy(&plain.stdout).starts_with('['));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM ends serve cleanly: {status}");
+    // The next start keeps the same certificate (clients may have pinned it).
+    let before = std::fs::read(&cert).unwrap();
+    let mut again = env
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut l2 = std::io::BufReader::new(again.stderr.take().unwrap()).lines();
+    assert!(l2.by_ref().map_while(Result::ok).any(|l| l.contains("listening on")));
+    assert_eq!(std::fs::read(&cert).unwrap(), before);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(again.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(again.wait().unwrap().success());
 }
