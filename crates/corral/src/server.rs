@@ -19,11 +19,15 @@ pub async fn serve(engine: Arc<Engine>, opts: ServeOptions) -> anyhow::Result<()
              (or a user with `corral user add NAME --role admin --password-stdin`)"
         );
     }
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // The handler is in place before "listening" is printed: a SIGTERM right after it must
+    // not find the default action (death by signal) still there.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
         eprintln!("corral serve: stopping (calls in flight finish; VMs keep running)");
     };
