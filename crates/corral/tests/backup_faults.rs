@@ -17,29 +17,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Console, Env};
+use common::{disk_path, same, wait_for, Console, Env};
 
 const MIB: u64 = 1 << 20;
-
-/// `qemu-img compare`: whether two images read the same (`-U`: one may be in use).
-fn same(a: &Path, b: &Path) -> bool {
-    let out = Command::new("qemu-img")
-        .args(["compare", "-U"])
-        .arg(a)
-        .arg(b)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        eprintln!(
-            "qemu-img compare {} {}: {}{}",
-            a.display(),
-            b.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out.status.success()
-}
 
 /// Writes `len` random bytes at `off` of an image nothing else has open (qemu-io, so a
 /// persistent dirty bitmap in the image records the write like a guest's would be).
@@ -51,12 +31,6 @@ fn fill_random(env: &Env, img: &Path, off: u64, len: u64) {
     drop(f);
     common::qemu_io(img, &format!("write -q -s {} {off} {len}", src.display()));
     std::fs::remove_file(&src).unwrap();
-}
-
-/// The image of a VM's `i`-th disk (as its spec says).
-fn disk_path(env: &Env, vm: &str, i: usize) -> PathBuf {
-    let show = env.json(&["vm", "show", vm]);
-    PathBuf::from(show["spec"]["disks"][i]["path"].as_str().unwrap())
 }
 
 /// Adds a data disk `data1` to a stopped VM; returns its image.
@@ -326,7 +300,7 @@ fn corral_killed_while_backing_up_a_stopped_vm() {
     let _strays = NoStrays(&env);
     env.create_guest("cold", "");
     let system = disk_path(&env, "cold", 0);
-    let data = add_data_disk(&env, "cold", "320M");
+    let data = add_data_disk(&env, "cold", "640M");
     common::qemu_io(&system, "write -q -P 0x11 0 1M");
     fill_random(&env, &data, 0, 8 * MIB);
     let first = env.json(&["backup", "run", "cold"]);
@@ -335,8 +309,9 @@ fn corral_killed_while_backing_up_a_stopped_vm() {
     let store = env.data_dir().join("backups");
     let (_, _, indexes_before, _) = packs(&store);
 
-    // 192 MiB of new data: the incremental takes a few seconds.
-    fill_random(&env, &data, 16 * MIB, 192 * MIB);
+    // 512 MiB of new data: long enough that the kill lands in the middle even though the
+    // read path hashes and compresses on both cores.
+    fill_random(&env, &data, 16 * MIB, 512 * MIB);
     let mut bg = spawn(&env, &["backup", "run", "cold", "--json"]);
     bg.wait_progress(1);
     // Meanwhile a second backup of the VM is refused as busy, and changes nothing.
@@ -344,9 +319,10 @@ fn corral_killed_while_backing_up_a_stopped_vm() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "busy: {err}");
     assert!(err.contains("busy") && err.contains("backup"), "{err}");
-    // Past the unchanged system disk (64M) and half of data1's dirty chunks (progress counts
-    // the disk's size): about 96 MiB read, so a pack (64 MiB) is complete and one is not.
-    let (done, total) = bg.wait_progress(64 * MIB + 160 * MIB);
+    // Past the unchanged system disk (64M) and 200 MiB of data1's 640M (progress counts the
+    // disk's size): about 160 MiB of the 512 read, so a pack (64 MiB) is complete and
+    // published (packs are made durable on a thread of their own) and one is not.
+    let (done, total) = bg.wait_progress(64 * MIB + 200 * MIB);
     let daemons = storage_daemons(&env);
     assert_eq!(daemons.len(), 1, "one qemu-storage-daemon serves the export");
     bg.kill9();
