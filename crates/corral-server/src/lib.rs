@@ -196,6 +196,21 @@ impl FromRequestParts<Arc<Engine>> for Caller {
     }
 }
 
+/// A request body that may be empty (then `T::default()`); when present it must be exactly
+/// a `T` (unknown fields are refused), else a 400 naming the problem.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("the request body: {e}")))
+}
+
+/// A query string that does not parse (or has unknown parameters) is a 400.
+fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text())
+}
+
 fn vm_name(name: &str) -> Result<VmName, ApiError> {
     VmName::new(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))
 }
@@ -237,13 +252,7 @@ async fn vm_action(
 ) -> Result<Json<Value>, ApiError> {
     let name = vm_name(&name)?;
     caller.require(Role::Operator, &format!("{action} of a VM"))?;
-    // The body is optional; when present it must be exactly an ActionBody.
-    let opts: ActionBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        ActionBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("the request body: {e}")))?
-    };
+    let opts: ActionBody = optional_body(&body)?;
     let vm = name.as_str();
     let result: Result<Value, EngineError> = match action.as_str() {
         "start" => engine.start(vm).await.map(|i| json!(i)),
@@ -292,7 +301,7 @@ async fn job_list(
     _c: Caller,
     q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let Query(q) = q.map_err(bad_query)?;
     if let Some(vm) = &q.vm {
         vm_name(vm)?;
     }
@@ -343,12 +352,7 @@ async fn vm_backup(
 ) -> Result<Response, ApiError> {
     let name = vm_name(&name)?;
     caller.require(Role::Operator, "a backup")?;
-    let opts: BackupBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        BackupBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("the request body: {e}")))?
-    };
+    let opts: BackupBody = optional_body(&body)?;
     engine.get(name.as_str())?;
     let mut events = engine.job_events();
     let (e2, who, vm) = (engine.clone(), caller.0.who.clone(), name.to_string());
@@ -395,7 +399,7 @@ async fn backup_list(
     _c: Caller,
     q: Result<Query<BackupQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let Query(q) = q.map_err(bad_query)?;
     if let Some(vm) = &q.vm {
         vm_name(vm)?;
     }

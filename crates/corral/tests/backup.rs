@@ -7,27 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{layers, raw_bytes, write_at, Env};
-
-/// `qemu-img compare`: whether two images read the same (`-U`: one may be in use).
-fn same(a: &Path, b: &Path) -> bool {
-    let out = Command::new("qemu-img")
-        .args(["compare", "-U"])
-        .arg(a)
-        .arg(b)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        eprintln!(
-            "qemu-img compare {} {}: {}{}",
-            a.display(),
-            b.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out.status.success()
-}
+use common::{layers, raw_bytes, same, write_at, Env};
 
 /// The persistent bitmaps in a qcow2 image.
 fn image_bitmaps(img: &Path) -> Vec<String> {

@@ -5,24 +5,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{pattern_at, qemu_io, tree_digest, Env};
-
-fn same(a: &Path, b: &Path) -> bool {
-    Command::new("qemu-img")
-        .args(["compare", "-q", "-U"])
-        .arg(a)
-        .arg(b)
-        .status()
-        .unwrap()
-        .success()
-}
-
-fn disk_path(env: &Env, vm: &str, i: usize) -> PathBuf {
-    let show = env.json(&["vm", "show", vm]);
-    PathBuf::from(show["spec"]["disks"][i]["path"].as_str().unwrap())
-}
+use common::{disk_path, pattern_at, qemu_io, same, tree_digest, Env};
 
 /// A stopped VM `name` with a system disk and a data disk `data1`, each holding a pattern.
 fn two_disk_vm(env: &Env, name: &str) -> (PathBuf, PathBuf) {

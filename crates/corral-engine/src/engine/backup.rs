@@ -44,6 +44,11 @@ fn bitmap_name(backup_id: &str) -> String {
     format!("corral-{backup_id}")
 }
 
+/// A backup id the store does not know (or cannot read) is bad input, pointing at the list.
+pub(crate) fn no_such_backup(op: &str, e: corral_store::StoreError) -> EngineError {
+    EngineError::invalid("-", op, format!("{e}; `corral backup list` shows the backups"))
+}
+
 pub(crate) fn store_err(e: corral_store::StoreError) -> EngineError {
     EngineError::Tool {
         what: "backup store".into(),
@@ -64,10 +69,15 @@ impl Engine {
             .unwrap_or_else(|| self.cfg.data_dir.join("backups"))
     }
 
+    /// Whether `[backup] store` holds a store (its `store.json` is written last).
+    fn store_exists(&self) -> bool {
+        self.store_path().join("store.json").is_file()
+    }
+
     /// The backup store for reading: commands that only read never create one.
     pub fn backup_store(&self) -> Result<Store, EngineError> {
         let path = self.store_path();
-        if path.join("store.json").is_file() {
+        if self.store_exists() {
             return Store::open(&path).map_err(store_err);
         }
         Err(EngineError::invalid(
@@ -83,21 +93,20 @@ impl Engine {
 
     /// The backup store for writing: `[backup] store`, created on first use.
     pub fn backup_store_for_writing(&self) -> Result<Store, EngineError> {
-        let path = self.store_path();
-        if path.join("store.json").is_file() {
-            return Store::open(&path).map_err(store_err);
+        if self.store_exists() {
+            return self.backup_store();
         }
         let config = StoreConfig {
             chunk_size: self.cfg.backup.chunk_size.0 as u32,
             zstd_level: self.cfg.backup.zstd_level,
             ..StoreConfig::default()
         };
-        Store::init(&path, config).map_err(store_err)
+        Store::init(self.store_path(), config).map_err(store_err)
     }
 
     /// Backups in the store, oldest first.
     pub fn backup_list(&self, vm: Option<&str>) -> Result<Vec<Manifest>, EngineError> {
-        if !self.store_path().join("store.json").is_file() {
+        if !self.store_exists() {
             return Ok(vec![]);
         }
         self.backup_store()?.list(vm).map_err(store_err)
@@ -452,9 +461,7 @@ impl Engine {
         }
         store.verify(&ids).map_err(|e| match e {
             // A mistyped id is bad input (exit 2), like for show, restore and drill.
-            corral_store::StoreError::BackupNotFound(_) => {
-                EngineError::invalid("-", "verify", format!("{e}; `corral backup list` shows the backups"))
-            }
+            corral_store::StoreError::BackupNotFound(_) => no_such_backup("verify", e),
             e => store_err(e),
         })
     }
@@ -484,6 +491,6 @@ impl Engine {
     pub fn backup_manifest(&self, id: &str) -> Result<Manifest, EngineError> {
         self.backup_store()?
             .manifest(id)
-            .map_err(|e| EngineError::invalid("-", "backup", format!("{e}; `corral backup list` shows the backups")))
+            .map_err(|e| no_such_backup("backup", e))
     }
 }

@@ -516,7 +516,33 @@ impl Engine {
         spec: &VmSpec,
         paths: &crate::paths::VmPaths,
     ) -> Result<(Qmp, tokio::process::Child), EngineError> {
-        let vm = spec.name.as_str();
+        let blockdevs: Vec<Value> = spec
+            .disks
+            .iter()
+            .map(|d| {
+                json!({
+                    "driver": d.format.as_str(),
+                    "node-name": format!("drive-{}", d.name),
+                    "file": {"driver": "file", "filename": super::layers::disk_path(d, paths).display().to_string()},
+                })
+            })
+            .collect();
+        self.spawn_storage_daemon(spec.name.as_str(), paths, "qsd.sock", &blockdevs, "backup", "the disks")
+            .await
+    }
+
+    /// Starts a `qemu-storage-daemon` with `blockdevs` open and its QMP monitor on
+    /// `run/<monitor>`, logging to the VM's `qemu.log`; waits until the monitor answers.
+    /// Backups and restores both open images this way. `what` names the images in errors.
+    pub(crate) async fn spawn_storage_daemon(
+        &self,
+        vm: &str,
+        paths: &crate::paths::VmPaths,
+        monitor: &str,
+        blockdevs: &[Value],
+        op: &str,
+        what: &str,
+    ) -> Result<(Qmp, tokio::process::Child), EngineError> {
         let bin = crate::process::find_binary(&self.cfg.qemu.storage_daemon).map_err(|_| EngineError::QemuMissing {
             binary: self.cfg.qemu.storage_daemon.clone(),
             where_: " in $PATH".into(),
@@ -524,20 +550,15 @@ impl Engine {
         crate::paths::ensure_dir(&paths.run, 0o700).map_err(EngineError::io(&paths.run))?;
         // A VM whose disks live elsewhere and that never ran has no data dir yet (the log goes there).
         crate::paths::ensure_dir(&paths.data, 0o700).map_err(EngineError::io(&paths.data))?;
-        let mon = paths.run.join("qsd.sock");
+        let mon = paths.run.join(monitor);
         let _ = std::fs::remove_file(&mon);
         let mut cmd = tokio::process::Command::new(bin);
         cmd.arg("--chardev")
             .arg(format!("socket,id=mon,path={},server=on,wait=off", mon.display()))
             .arg("--monitor")
             .arg("chardev=mon");
-        for d in &spec.disks {
-            let blockdev = json!({
-                "driver": d.format.as_str(),
-                "node-name": format!("drive-{}", d.name),
-                "file": {"driver": "file", "filename": super::layers::disk_path(d, paths).display().to_string()},
-            });
-            cmd.arg("--blockdev").arg(blockdev.to_string());
+        for b in blockdevs {
+            cmd.arg("--blockdev").arg(b.to_string());
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -575,8 +596,8 @@ impl Engine {
                 let last = crate::process::tail_lines(&paths.qemu_log(), 1).join(" ");
                 return Err(EngineError::op(
                     vm,
-                    "backup",
-                    format!("qemu-storage-daemon could not open the disks ({status}): {last}"),
+                    op,
+                    format!("qemu-storage-daemon could not open {what} ({status}): {last}"),
                 ));
             }
             if let Ok(q) = Qmp::connect(&mon).await {
@@ -585,7 +606,7 @@ impl Engine {
             if std::time::Instant::now() > deadline {
                 let _ = child.kill().await;
                 return Err(EngineError::Timeout {
-                    what: format!("qemu-storage-daemon of {vm}"),
+                    what: format!("qemu-storage-daemon of {vm} opening {what}"),
                     seconds: 10,
                 });
             }

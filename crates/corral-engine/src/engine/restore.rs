@@ -17,7 +17,7 @@ use corral_types::{ByteSize, DiskFormat, RunState, TransferBytes, VmName, VmSpec
 use serde::Serialize;
 use serde_json::json;
 
-use super::backup::{manifest_spec, store_err};
+use super::backup::{manifest_spec, no_such_backup, store_err};
 use super::jobs::Job;
 use super::state::observe;
 use super::Engine;
@@ -82,9 +82,7 @@ impl Engine {
     pub async fn backup_restore(&self, req: &RestoreRequest) -> Result<RestoreReport, EngineError> {
         let started = Instant::now();
         let store = self.backup_store()?;
-        let m = store.manifest(&req.id).map_err(|e| {
-            EngineError::invalid("-", "restore", format!("{e}; `corral backup list` shows the backups"))
-        })?;
+        let m = store.manifest(&req.id).map_err(|e| no_such_backup("restore", e))?;
         let spec = manifest_spec(&m)
             .ok_or_else(|| EngineError::op(&m.vm, "restore", "the backup's VM spec cannot be read"))?;
         for d in &req.disks {
@@ -511,64 +509,17 @@ impl Engine {
         image: &Path,
         format: DiskFormat,
     ) -> Result<WritableExport, EngineError> {
-        let bin = crate::process::find_binary(&self.cfg.qemu.storage_daemon).map_err(|_| EngineError::QemuMissing {
-            binary: self.cfg.qemu.storage_daemon.clone(),
-            where_: " in $PATH".into(),
-        })?;
-        crate::paths::ensure_dir(&paths.run, 0o700).map_err(EngineError::io(&paths.run))?;
-        crate::paths::ensure_dir(&paths.data, 0o700).map_err(EngineError::io(&paths.data))?;
-        let mon = paths.run.join("restore-qsd.sock");
         let sock = paths.run.join("restore.sock");
-        let _ = std::fs::remove_file(&mon);
         let _ = std::fs::remove_file(&sock);
         let blockdev = json!({
             "driver": format.as_str(),
             "node-name": "target",
             "file": {"driver": "file", "filename": image.display().to_string()},
         });
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(paths.qemu_log())
-            .map_err(EngineError::io(paths.qemu_log()))?;
-        let mut child = tokio::process::Command::new(bin)
-            .arg("--chardev")
-            .arg(format!("socket,id=mon,path={},server=on,wait=off", mon.display()))
-            .arg("--monitor")
-            .arg("chardev=mon")
-            .arg("--blockdev")
-            .arg(blockdev.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(EngineError::io(paths.qemu_log()))?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(EngineError::io(&self.cfg.qemu.storage_daemon))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let qmp = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                let last = crate::process::tail_lines(&paths.qemu_log(), 1).join(" ");
-                return Err(EngineError::op(
-                    vm,
-                    "restore",
-                    format!(
-                        "qemu-storage-daemon could not open {} ({status}): {last}",
-                        image.display()
-                    ),
-                ));
-            }
-            if let Ok(q) = Qmp::connect(&mon).await {
-                break q;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill().await;
-                return Err(EngineError::Timeout {
-                    what: format!("qemu-storage-daemon for {}", image.display()),
-                    seconds: 10,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let what = image.display().to_string();
+        let (qmp, mut child) = self
+            .spawn_storage_daemon(vm, paths, "restore-qsd.sock", &[blockdev], "restore", &what)
+            .await?;
         let qmp_err = |e: corral_qmp::QmpError| EngineError::op(vm, "restore", format!("exporting the image: {e}"));
         let setup = async {
             qmp.execute(
@@ -657,7 +608,7 @@ impl Engine {
         let m = self
             .backup_store()?
             .manifest(id)
-            .map_err(|e| EngineError::invalid("-", "drill", format!("{e}; `corral backup list` shows the backups")))?;
+            .map_err(|e| no_such_backup("drill", e))?;
         let spec =
             manifest_spec(&m).ok_or_else(|| EngineError::op(&m.vm, "drill", "the backup's spec cannot be read"))?;
         if expect_line.is_none() && !spec.guest_agent {

@@ -35,6 +35,27 @@ pub struct AuditRow {
     pub result: String,
 }
 
+const USER_COLUMNS: &str = "name, role, password_hash, created";
+const TOKEN_COLUMNS: &str = "id, role, label, created";
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        name: r.get(0)?,
+        role: r.get(1)?,
+        password_hash: r.get(2)?,
+        created: r.get(3)?,
+    })
+}
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: r.get(0)?,
+        role: r.get(1)?,
+        label: r.get(2)?,
+        created: r.get(3)?,
+    })
+}
+
 impl Registry {
     pub fn user_insert(&self, name: &str, role: &str, password_hash: &str, now: i64) -> Result<(), EngineError> {
         match self.conn.execute(
@@ -77,16 +98,9 @@ impl Registry {
     pub fn user(&self, name: &str) -> Result<Option<UserRow>, EngineError> {
         self.conn
             .query_row(
-                "SELECT name, role, password_hash, created FROM users WHERE name = ?1",
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
                 [name],
-                |r| {
-                    Ok(UserRow {
-                        name: r.get(0)?,
-                        role: r.get(1)?,
-                        password_hash: r.get(2)?,
-                        created: r.get(3)?,
-                    })
-                },
+                user_row,
             )
             .optional()
             .map_err(self.db())
@@ -95,18 +109,9 @@ impl Registry {
     pub fn users(&self) -> Result<Vec<UserRow>, EngineError> {
         let mut st = self
             .conn
-            .prepare("SELECT name, role, password_hash, created FROM users ORDER BY name")
+            .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
             .map_err(self.db())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(UserRow {
-                    name: r.get(0)?,
-                    role: r.get(1)?,
-                    password_hash: r.get(2)?,
-                    created: r.get(3)?,
-                })
-            })
-            .map_err(self.db())?;
+        let rows = st.query_map([], user_row).map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
@@ -125,16 +130,9 @@ impl Registry {
     pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, EngineError> {
         self.conn
             .query_row(
-                "SELECT id, role, label, created FROM tokens WHERE hash = ?1",
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
                 [hash],
-                |r| {
-                    Ok(TokenRow {
-                        id: r.get(0)?,
-                        role: r.get(1)?,
-                        label: r.get(2)?,
-                        created: r.get(3)?,
-                    })
-                },
+                token_row,
             )
             .optional()
             .map_err(self.db())
@@ -143,18 +141,9 @@ impl Registry {
     pub fn tokens(&self) -> Result<Vec<TokenRow>, EngineError> {
         let mut st = self
             .conn
-            .prepare("SELECT id, role, label, created FROM tokens ORDER BY id")
+            .prepare(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"))
             .map_err(self.db())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(TokenRow {
-                    id: r.get(0)?,
-                    role: r.get(1)?,
-                    label: r.get(2)?,
-                    created: r.get(3)?,
-                })
-            })
-            .map_err(self.db())?;
+        let rows = st.query_map([], token_row).map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
 

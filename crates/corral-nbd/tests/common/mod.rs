@@ -76,6 +76,17 @@ fn run(program: &str, args: &[&str]) {
 }
 
 /// A running `qemu-nbd`; SIGKILLed and reaped on drop.
+/// Spawns `cmd` (a `qemu-nbd` with its export arguments) as a persistent qcow2 server
+/// with no stdin or stdout.
+fn spawn_qemu_nbd(cmd: &mut Command) -> Child {
+    cmd.args(["--persistent", "--format=qcow2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn qemu-nbd (is qemu-utils installed?)")
+}
+
 pub struct QemuNbd {
     child: Child,
     pub sock: PathBuf,
@@ -96,18 +107,13 @@ impl QemuNbd {
     fn start_mode(image: &Image, extra: &[&str], read_only: bool) -> QemuNbd {
         let sock = image.dir.path().join("nbd.sock");
         let _ = std::fs::remove_file(&sock);
-        let child = Command::new("qemu-nbd")
-            .arg("--persistent")
-            .arg(format!("--socket={}", sock.display()))
-            .arg("--format=qcow2")
-            .args(read_only.then_some("--read-only"))
-            .args(extra)
-            .arg(&image.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn qemu-nbd (is qemu-utils installed?)");
+        let child = spawn_qemu_nbd(
+            Command::new("qemu-nbd")
+                .arg(format!("--socket={}", sock.display()))
+                .args(read_only.then_some("--read-only"))
+                .args(extra)
+                .arg(&image.path),
+        );
         let probe = sock.clone();
         let mut nbd = QemuNbd { child, sock };
         // Not yet necessarily listening: `connect` retries until it is.
@@ -117,16 +123,13 @@ impl QemuNbd {
 
     /// Exports `image` read-only on TCP 127.0.0.1:`port`; connect with [`QemuNbd::connect_tcp`].
     pub fn start_tcp(image: &Image, port: u16) -> QemuNbd {
-        let child = Command::new("qemu-nbd")
-            .args(["--persistent", "--bind=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .args(["--format=qcow2", "--read-only"])
-            .arg(&image.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn qemu-nbd (is qemu-utils installed?)");
+        let child = spawn_qemu_nbd(
+            Command::new("qemu-nbd")
+                .arg("--bind=127.0.0.1")
+                .arg(format!("--port={port}"))
+                .arg("--read-only")
+                .arg(&image.path),
+        );
         QemuNbd {
             child,
             sock: PathBuf::new(),

@@ -421,3 +421,30 @@ pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `qemu-img compare -U` (one image may be in use): whether two images read the same; the
+/// difference is printed when they do not.
+pub fn same(a: &Path, b: &Path) -> bool {
+    let out = Command::new("qemu-img")
+        .args(["compare", "-U"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "qemu-img compare {} {}: {}{}",
+            a.display(),
+            b.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out.status.success()
+}
+
+/// The image of a VM's `i`-th disk, as its spec says.
+pub fn disk_path(env: &Env, vm: &str, i: usize) -> PathBuf {
+    let show = env.json(&["vm", "show", vm]);
+    PathBuf::from(show["spec"]["disks"][i]["path"].as_str().unwrap())
+}
