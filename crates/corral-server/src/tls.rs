@@ -120,6 +120,8 @@ pub async fn serve_tls(
                     return;
                 }
             };
+            // The peer's address for handlers (login rate limits), as axum::serve gives it.
+            let router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             let service = hyper_util::service::TowerToHyperService::new(router);
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             if let Err(e) = builder

@@ -19,32 +19,40 @@ pub async fn serve(engine: Arc<Engine>, opts: ServeOptions) -> anyhow::Result<()
              (or a user with `corral user add NAME --role admin --password-stdin`)"
         );
     }
-    // The handler is in place before "listening" is printed: a SIGTERM right after it must
+    // The handlers are in place before "listening" is printed: a SIGTERM right after it must
     // not find the default action (death by signal) still there.
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    let state = corral_server::AppState::new(engine, opts.tls.is_some());
+    let (stop, cancel) = (state.stop.clone(), state.cancel.clone());
+    // First signal: take no new work and let running jobs finish. Second: cancel them.
+    tokio::spawn(async move {
+        for (i, token) in [stop, cancel].into_iter().enumerate() {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if i == 0 {
+                eprintln!("corral serve: stopping (calls in flight finish; VMs keep running)");
+            } else {
+                eprintln!("corral serve: cancelling the running jobs");
+            }
+            token.cancel();
         }
-        eprintln!("corral serve: stopping (calls in flight finish; VMs keep running)");
-    };
+    });
     match &opts.tls {
         Some(source) => {
             let cert = corral_server::tls_certificate(source)?;
             eprintln!(
-                "corral serve: listening on https://{addr}/api/v1 (certificate {})",
+                "corral serve: listening on https://{addr}/ (certificate {})",
                 cert.display()
             );
-            corral_server::serve_tls(engine, listener, source, shutdown).await?;
         }
-        None => {
-            eprintln!("corral serve: listening on http://{addr}/api/v1");
-            corral_server::serve(engine, listener, shutdown).await?;
-        }
+        None => eprintln!("corral serve: listening on http://{addr}/"),
     }
+    corral_server::run(state, listener, opts.tls.as_ref()).await?;
+    eprintln!("corral serve: stopped");
     Ok(())
 }
 

@@ -116,6 +116,12 @@ impl Engine {
             .collect())
     }
 
+    /// A user's current role (`None` once deleted): sessions look it up on every call, so a
+    /// deleted or demoted user loses their rights at once.
+    pub fn user_role(&self, name: &str) -> Result<Option<Role>, EngineError> {
+        Ok(self.reg().user(name)?.map(|u| role_of(&u.role)))
+    }
+
     /// Checks a login. A wrong password and an unknown user give the same `None` after the
     /// same work, so neither can be told apart by the answer or its timing.
     pub fn user_login(&self, name: &str, password: &str) -> Result<Option<Principal>, EngineError> {

@@ -1,0 +1,70 @@
+//! `/api/v1`: the versioned REST API. Bodies are JSON with the CLI's types and unknown fields
+//! refused; errors are `{"error", "kind"}` with the status of [`ApiError`]. Long operations
+//! answer `202 Accepted` with their job (see [`jobs::accepted`]).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use corral_types::Role;
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::AppState;
+
+mod backups;
+mod events;
+pub(crate) mod jobs;
+mod session;
+mod vms;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/login", post(session::login))
+        .route("/api/v1/logout", post(session::logout))
+        .route("/api/v1/whoami", get(session::whoami))
+        .route("/api/v1/vms", get(vms::list))
+        .route("/api/v1/vms/{name}", get(vms::show))
+        .route("/api/v1/vms/{name}/{action}", post(vms::action))
+        .route("/api/v1/vms/{name}/backup", post(backups::run))
+        .route("/api/v1/backups", get(backups::list))
+        .route("/api/v1/events", get(events::events))
+        .route("/api/v1/jobs", get(jobs::list))
+        .route("/api/v1/jobs/{id}", get(jobs::show))
+        .route("/api/v1/audit", get(audit_log))
+        .fallback(|| async { ApiError::not_found("no such API path; see /api/v1/openapi.json") })
+}
+
+async fn audit_log(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin, "reading the audit log")?;
+    Ok(Json(json!(state.engine.audit_log(500)?)))
+}
+
+/// Refuses new work once the daemon is stopping (503: try again when it is back).
+pub(crate) fn taking_work(state: &AppState) -> Result<(), ApiError> {
+    if state.stop.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the daemon is shutting down and takes no new work; try again once it is back",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes a mutating call to the audit log with its outcome, and passes the result on.
+pub(crate) fn audited<T>(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("error: {}", e.message()),
+    };
+    state.engine.audit(caller.who(), action, target, &outcome);
+    result
+}
