@@ -15,8 +15,9 @@ pub async fn serve(engine: Arc<Engine>, opts: ServeOptions) -> anyhow::Result<()
     let addr = listener.local_addr().context("the listening address")?;
     if engine.users()?.is_empty() && engine.tokens()?.is_empty() {
         eprintln!(
-            "corral serve: nobody can log in yet. Create an admin token with `corral token create --role admin` \
-             (or a user with `corral user add NAME --role admin --password-stdin`)"
+            "corral serve: nobody can log in yet (there is no default password). Create the first admin with \
+             `corral user add NAME --role admin` (it asks for the password), or a token for scripts with \
+             `corral token create --role admin`"
         );
     }
     // The handlers are in place before "listening" is printed: a SIGTERM right after it must
@@ -56,14 +57,43 @@ pub async fn serve(engine: Arc<Engine>, opts: ServeOptions) -> anyhow::Result<()
     Ok(())
 }
 
-/// A password from stdin's first line, or asked for twice on the terminal.
+/// A password from stdin's first line, or asked for twice on the terminal (not echoed).
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     let mut line = String::new();
     if from_stdin {
         std::io::stdin().lock().read_line(&mut line)?;
         return Ok(line.trim_end_matches(['\n', '\r']).to_string());
     }
-    anyhow::bail!("give the password on stdin with --password-stdin (interactive prompts are not built yet)")
+    let first = prompt_hidden("New password: ")?;
+    let second = prompt_hidden("Again: ")?;
+    if first != second {
+        anyhow::bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
+}
+
+/// Reads a line from the controlling terminal with echo off (restored even on error).
+fn prompt_hidden(prompt: &str) -> anyhow::Result<String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::Write;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .context("no terminal to ask for the password on: give it with --password-stdin")?;
+    let saved = tcgetattr(&tty).context("no terminal to ask for the password on: use --password-stdin")?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    quiet.local_flags.insert(LocalFlags::ECHONL);
+    // Echo goes off before the prompt shows, so nothing typed after the prompt is echoed.
+    tcsetattr(&tty, SetArg::TCSANOW, &quiet).context("turning terminal echo off")?;
+    (&tty).write_all(prompt.as_bytes())?;
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    let restored = tcsetattr(&tty, SetArg::TCSANOW, &saved);
+    read.context("reading the password")?;
+    restored.context("turning terminal echo back on")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 pub fn user(engine: &Engine, cmd: UserCmd, json: bool) -> anyhow::Result<()> {

@@ -323,6 +323,48 @@ fn serve_refuses_plain_http_beyond_loopback_and_users_are_checked() {
     // The password is not in the registry in clear.
     let db = std::fs::read(env.data_dir().join("corral.db")).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains("a long enough password"));
+
+    // Without --password-stdin the password is asked for twice on a real terminal (a pty from
+    // util-linux `script`), not echoed; two different answers change nothing.
+    let passwd_on_tty = |answers: [&str; 2]| {
+        let line = format!("{} user passwd ann", env!("CARGO_BIN_EXE_corral"));
+        let c = env.cmd();
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut seen = String::new();
+        // Each answer is typed once its prompt shows, as a person would.
+        for (prompt, answer) in ["New password:", "Again:"].into_iter().zip(answers) {
+            let mut buf = [0u8; 256];
+            while !seen.contains(prompt) {
+                let n = stdout.read(&mut buf).unwrap();
+                assert!(n > 0, "no prompt {prompt:?}: {seen}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        }
+        drop(stdin);
+        stdout.read_to_string(&mut seen).unwrap();
+        (child.wait().unwrap(), seen)
+    };
+    let (differ, out) = passwd_on_tty(["first new password", "second new password"]);
+    assert!(!differ.success(), "{out}");
+    assert!(out.contains("New password:") && out.contains("differ"), "{out}");
+    let (same, out) = passwd_on_tty(["the new password 1", "the new password 1"]);
+    assert!(same.success(), "{out}");
+    assert!(!out.contains("the new password 1"), "the password was echoed: {out}");
+    let engine = corral_engine::Engine::open(
+        corral_engine::HostConfig::load_file(&env.dir_path().join("corral.toml"), true).unwrap(),
+    )
+    .unwrap();
+    assert!(engine.user_login("ann", "the new password 1").unwrap().is_some());
+    assert!(engine.user_login("ann", "a long enough password").unwrap().is_none());
 }
 
 /// Reads a server-sent event stream until `pred` holds for the text so far (or 30 s pass).
