@@ -105,10 +105,6 @@ impl AppState {
                 jobs = self.jobs.len(),
                 "waiting for running jobs to finish (a second SIGTERM cancels them)"
             );
-            eprintln!(
-                "corral serve: waiting for {} running job(s) to finish; send SIGTERM again to cancel them",
-                self.jobs.len()
-            );
         }
         self.jobs.wait().await;
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
@@ -429,7 +429,6 @@ fn events_stream_vm_states_and_job_progress() {
 /// certificate is made once, trusted only when given, and SIGTERM ends the server cleanly.
 #[test]
 fn https_with_a_self_signed_certificate_and_sigterm() {
-    use std::io::BufRead;
     let env = Env::new();
     let tok = env.ok(&["token", "create", "--role", "viewer"]).trim().to_string();
     let mut child = env
@@ -643,4 +642,82 @@ fn sessions_need_their_csrf_token_and_logins_are_rate_limited() {
             .any(|l| l["action"] == "login" && l["result"].as_str().unwrap().contains("rate limited")),
         "{audit}"
     );
+}
+
+#[test]
+fn sigterm_lets_a_running_backup_finish_and_ends_event_streams() {
+    let env = Env::new();
+    env.create_guest("big", "");
+    env.ok(&[
+        "disk", "add", "big", "--size", "400M", "--role", "data", "--name", "data1",
+    ]);
+    // 256 MiB of random data to read, so the backup is still running when SIGTERM comes
+    // (the test holds either way; the "waiting" line is only printed if it was).
+    let img = common::disk_path(&env, "big", 1);
+    let src = env.dir_path().join("random.bin");
+    let mut f = std::fs::File::create(&src).unwrap();
+    std::io::copy(
+        &mut std::fs::File::open("/dev/urandom").unwrap().take(256 << 20),
+        &mut f,
+    )
+    .unwrap();
+    drop(f);
+    common::qemu_io(&img, &format!("write -q -s {} 0 256M", src.display()));
+    std::fs::remove_file(&src).unwrap();
+    env.ok(&["store", "init"]);
+    let op = env.ok(&["token", "create", "--role", "operator"]).trim().to_string();
+
+    let mut child = env
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on"))
+        .expect("serve says where it listens");
+    let addr: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    // An open event stream must not hold the daemon up.
+    let mut events = TcpStream::connect(addr).unwrap();
+    write!(
+        events,
+        "GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {op}\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = String::new();
+    assert!(
+        read_events_until(&mut events, &mut seen, |t| t.contains("event: vm")),
+        "{seen}"
+    );
+
+    let r = http(addr, "POST", "/api/v1/vms/big/backup", Some(&op), None);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job = r.json()["job"]["id"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    eprintln!("serve said: {rest:?}");
+    // The job finished as a success, its backup is in the store, and it verifies.
+    let shown = env.json(&["job", "show", &job.to_string()]);
+    assert_eq!(shown[0]["state"], "succeeded", "{shown}");
+    let ids = env.json(&["backup", "list", "big"]);
+    assert_eq!(ids.as_array().unwrap().len(), 1, "{ids}");
+    env.ok(&["backup", "verify", "big"]);
+    // Nothing listens any more.
+    assert!(TcpStream::connect(addr).is_err());
 }

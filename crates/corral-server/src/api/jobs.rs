@@ -109,3 +109,108 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The shutdown rules of jobs started by calls. The work here is a fake — a future gated
+    //! by a channel — because what is tested is the daemon's waiting and cancelling, which no
+    //! real engine operation lets a test hold open at will; the engine and its audit log are
+    //! real. (`crates/corral/tests/api.rs` stops a real `corral serve` during a real backup.)
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use corral_engine::engine::auth::Principal;
+    use corral_engine::{Engine, HostConfig};
+    use corral_types::Role;
+
+    use super::*;
+    use crate::auth::Credential;
+
+    fn state(dir: &std::path::Path) -> AppState {
+        let cfg = HostConfig::parse(&format!(
+            "data_dir = \"{0}/data\"\nrun_dir = \"{0}/run\"\n",
+            dir.display()
+        ))
+        .unwrap();
+        AppState::new(Arc::new(Engine::open(cfg).unwrap()), false)
+    }
+
+    fn caller() -> Caller {
+        Caller {
+            principal: Principal {
+                who: "user test".into(),
+                role: Role::Admin,
+            },
+            credential: Credential::Token,
+        }
+    }
+
+    /// Starts gated work; returns the gate's sender.
+    async fn start(state: &AppState) -> tokio::sync::oneshot::Sender<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let work = async move {
+            let _ = rx.await;
+            Ok::<_, EngineError>(7)
+        };
+        // No engine job appears for this work, so the call answers when the work ends: run
+        // it as its own task and give it a moment to be tracked.
+        let (s, c) = (state.clone(), caller());
+        tokio::spawn(async move { accepted(&s, &c, "test", "vm", "test", work, |n| format!("{n}")).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx
+    }
+
+    #[tokio::test]
+    async fn stopping_waits_for_running_work_and_takes_no_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(dir.path());
+        let gate = start(&st).await;
+        assert_eq!(st.jobs.len(), 1);
+        st.stop.cancel();
+        let refused = accepted(
+            &st,
+            &caller(),
+            "test",
+            "vm",
+            "test",
+            async { Ok::<_, EngineError>(1) },
+            |_| String::new(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let st2 = st.clone();
+        let finished = tokio::spawn(async move { st2.finish_jobs().await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!finished.is_finished(), "shutdown must wait for the running work");
+        gate.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), finished)
+            .await
+            .unwrap()
+            .unwrap();
+        let log = st.engine.audit_log(10).unwrap();
+        assert!(log.iter().any(|l| l.action == "test" && l.result == "ok: 7"), "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn cancelling_drops_running_work_and_audits_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(dir.path());
+        let _gate = start(&st).await;
+        st.stop.cancel();
+        let st2 = st.clone();
+        let finished = tokio::spawn(async move { st2.finish_jobs().await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!finished.is_finished());
+        st.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), finished)
+            .await
+            .unwrap()
+            .unwrap();
+        let log = st.engine.audit_log(10).unwrap();
+        assert!(
+            log.iter().any(|l| l.action == "test" && l.result.contains("cancelled")),
+            "{log:?}"
+        );
+    }
+}
