@@ -7,7 +7,7 @@ use axum::Json;
 use corral_engine::EngineError;
 use serde_json::json;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) kind: &'static str,

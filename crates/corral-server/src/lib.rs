@@ -81,7 +81,13 @@ pub struct AppState {
     pub cancel: CancellationToken,
     /// Served over TLS (session cookies are then `Secure`).
     pub tls: bool,
+    /// The results of the last jobs started by calls, by job id, for `GET /api/v1/jobs/ID`
+    /// (a remote CLI prints them as the local one prints the engine's answer).
+    pub results: Arc<std::sync::Mutex<std::collections::VecDeque<(i64, Result<serde_json::Value, ApiError>)>>>,
 }
+
+/// How many job results the daemon keeps for `GET /api/v1/jobs/ID`.
+pub const KEPT_RESULTS: usize = 256;
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, tls: bool) -> AppState {
@@ -93,7 +99,26 @@ impl AppState {
             stop: CancellationToken::new(),
             cancel: CancellationToken::new(),
             tls,
+            results: Default::default(),
         }
+    }
+
+    /// Keeps the result of job `id` (the oldest kept one goes).
+    pub(crate) fn keep_result(&self, id: i64, result: Result<serde_json::Value, ApiError>) {
+        let mut r = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() >= KEPT_RESULTS {
+            r.pop_front();
+        }
+        r.push_back((id, result));
+    }
+
+    /// The kept result of job `id`, as the API answers it.
+    pub(crate) fn result_of(&self, id: i64) -> Option<serde_json::Value> {
+        let r = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().rev().find(|(i, _)| *i == id).map(|(_, res)| match res {
+            Ok(v) => serde_json::json!({"ok": v}),
+            Err(e) => serde_json::json!({"error": e.message, "kind": e.kind}),
+        })
     }
 
     /// After the listener closed: waits for the jobs calls started, or cancels them when

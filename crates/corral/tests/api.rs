@@ -198,6 +198,16 @@ fn tokens_roles_actions_names_bodies_and_audit() {
     assert_eq!(state, "succeeded");
     let b = http(addr, "GET", "/api/v1/backups?vm=web", Some(&viewer), None).json();
     assert_eq!(b.as_array().unwrap().len(), 1, "{b}");
+    // The job keeps the call's result (what a 200 would have answered): the backup report.
+    let mut result = serde_json::Value::Null;
+    for _ in 0..50 {
+        result = http(addr, "GET", &format!("/api/v1/jobs/{job}"), Some(&viewer), None).json()["result"].clone();
+        if !result.is_null() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(result["ok"]["id"], b[0]["id"], "{result}");
     assert_eq!(b[0]["kind"], "full");
     assert_eq!(
         env.json(&["backup", "list", "web"])[0]["id"],

@@ -40,12 +40,17 @@ pub async fn list(
     Ok(Json(json!(state.engine.jobs(q.vm.as_deref(), q.limit.min(1000))?)))
 }
 
-/// `GET /api/v1/jobs/ID`: a job's state and progress.
+/// `GET /api/v1/jobs/ID`: a job's state and progress; once a job this daemon started has
+/// ended, also `result`: `{"ok": <what the call would have answered>}` or `{"error", "kind"}`.
 pub async fn show(State(state): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("job id {id:?} is not a number")))?;
-    Ok(Json(json!(state.engine.job(id)?)))
+    let mut v = json!(state.engine.job(id)?);
+    if let Some(r) = state.result_of(id) {
+        v["result"] = r;
+    }
+    Ok(Json(v))
 }
 
 /// Runs `work` (a long engine operation on `vm` that records a job of `kind`) in the
@@ -71,22 +76,31 @@ where
 {
     super::taking_work(state)?;
     let mut events = state.engine.job_events();
-    let (engine, who, target, cancel) = (
-        state.engine.clone(),
-        caller.who().to_string(),
-        vm.to_string(),
-        state.cancel.clone(),
-    );
+    let (st, who, target) = (state.clone(), caller.who().to_string(), vm.to_string());
+    // The task's own view of the job stream: its job's events (the last one is its end) name
+    // the id its result is kept under.
+    let mut own = state.engine.job_events();
     let mut task = state.jobs.spawn(async move {
         let r = tokio::select! {
             r = work => r.map_err(ApiError::from),
-            _ = cancel.cancelled() => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", "cancelled: the daemon was stopped")),
+            _ = st.cancel.cancelled() => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", "cancelled: the daemon was stopped")),
         };
         let outcome = match &r {
             Ok(v) => format!("ok: {}", summary(v)),
             Err(e) => format!("error: {}", e.message()),
         };
-        engine.audit(&who, action, &target, &outcome);
+        st.engine.audit(&who, action, &target, &outcome);
+        let mut id = None;
+        loop {
+            match own.try_recv() {
+                Ok(j) if j.vm == target && j.kind == kind => id = Some(j.id),
+                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        if let Some(id) = id {
+            st.keep_result(id, r.as_ref().map(|v| json!(v)).map_err(Clone::clone));
+        }
         r
     });
     loop {
