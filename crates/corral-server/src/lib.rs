@@ -83,8 +83,11 @@ pub struct AppState {
     pub tls: bool,
     /// The results of the last jobs started by calls, by job id, for `GET /api/v1/jobs/ID`
     /// (a remote CLI prints them as the local one prints the engine's answer).
-    pub results: Arc<std::sync::Mutex<std::collections::VecDeque<(i64, Result<serde_json::Value, ApiError>)>>>,
+    pub results: Arc<std::sync::Mutex<std::collections::VecDeque<(i64, JobResult)>>>,
 }
+
+/// What a job started by a call ended with: the call's answer, or its error.
+pub type JobResult = Result<serde_json::Value, ApiError>;
 
 /// How many job results the daemon keeps for `GET /api/v1/jobs/ID`.
 pub const KEPT_RESULTS: usize = 256;
@@ -104,7 +107,7 @@ impl AppState {
     }
 
     /// Keeps the result of job `id` (the oldest kept one goes).
-    pub(crate) fn keep_result(&self, id: i64, result: Result<serde_json::Value, ApiError>) {
+    pub(crate) fn keep_result(&self, id: i64, result: JobResult) {
         let mut r = self.results.lock().unwrap_or_else(|p| p.into_inner());
         if r.len() >= KEPT_RESULTS {
             r.pop_front();
