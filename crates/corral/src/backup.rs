@@ -1,6 +1,6 @@
 //! `corral backup …`: dispatch and output.
 
-use corral_engine::engine::backup::BackupSummary;
+use corral_engine::engine::backup::{BackupReport, BackupSummary};
 use corral_engine::engine::restore::RestoreRequest;
 use corral_engine::Engine;
 use corral_types::ByteSize;
@@ -10,6 +10,60 @@ use crate::output;
 
 fn size(b: u64) -> String {
     ByteSize(b).approx()
+}
+
+/// One backup's summary line (nothing with `--json`: the reports are printed together).
+pub fn print_backup_line(r: &BackupReport, json: bool) {
+    if json {
+        return;
+    }
+    let s = &r.stats;
+    let rate = s.bytes_read as f64 / (s.duration_ms.max(1) as f64 / 1000.0);
+    println!(
+        "backed up {} as {} ({}): read {}, new {} ({} stored), reused {}, {} chunks from the \
+         parent, in {:.1}s ({}/s)",
+        r.vm,
+        r.id,
+        r.kind,
+        size(s.bytes_read),
+        size(s.new_bytes),
+        size(s.stored_bytes),
+        size(s.reused_bytes),
+        s.parent_chunks,
+        s.duration_ms as f64 / 1000.0,
+        size(rate as u64)
+    );
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
+    if let Some(why) = &r.fell_back {
+        println!("  read in full instead of incrementally: {why}");
+    }
+    if r.frozen.is_none() {
+        println!("  crash-consistent (no guest agent froze the filesystems)");
+    }
+}
+
+pub fn print_backup_list(list: &[BackupSummary], json: bool) {
+    if json {
+        output::json(&list);
+    } else {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|b| {
+                vec![
+                    b.id.clone(),
+                    b.vm.clone(),
+                    b.kind.clone(),
+                    b.time.clone(),
+                    size(b.logical_size),
+                    size(b.new_bytes),
+                    format!("{:.1}s", b.duration_ms as f64 / 1000.0),
+                ]
+            })
+            .collect();
+        output::table(&["ID", "VM", "KIND", "TIME", "SIZE", "NEW", "TOOK"], &rows);
+    }
 }
 
 pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<()> {
@@ -33,33 +87,7 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
             let mut reports = vec![];
             for vm in &selected {
                 let r = crate::progress::with_progress(engine, json, engine.backup_run(vm, full, skeleton)).await?;
-                if !json {
-                    let s = &r.stats;
-                    let rate = s.bytes_read as f64 / (s.duration_ms.max(1) as f64 / 1000.0);
-                    println!(
-                        "backed up {} as {} ({}): read {}, new {} ({} stored), reused {}, {} chunks from the \
-                         parent, in {:.1}s ({}/s)",
-                        r.vm,
-                        r.id,
-                        r.kind,
-                        size(s.bytes_read),
-                        size(s.new_bytes),
-                        size(s.stored_bytes),
-                        size(s.reused_bytes),
-                        s.parent_chunks,
-                        s.duration_ms as f64 / 1000.0,
-                        size(rate as u64)
-                    );
-                    for w in &r.warnings {
-                        println!("  warning: {w}");
-                    }
-                    if let Some(why) = &r.fell_back {
-                        println!("  read in full instead of incrementally: {why}");
-                    }
-                    if r.frozen.is_none() {
-                        println!("  crash-consistent (no guest agent froze the filesystems)");
-                    }
-                }
+                print_backup_line(&r, json);
                 reports.push(r);
             }
             if json {
@@ -68,25 +96,7 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
         }
         BackupCmd::List { vm } => {
             let list: Vec<BackupSummary> = engine.backup_list(vm.as_deref())?.iter().map(Into::into).collect();
-            if json {
-                output::json(&list);
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            b.id.clone(),
-                            b.vm.clone(),
-                            b.kind.clone(),
-                            b.time.clone(),
-                            size(b.logical_size),
-                            size(b.new_bytes),
-                            format!("{:.1}s", b.duration_ms as f64 / 1000.0),
-                        ]
-                    })
-                    .collect();
-                output::table(&["ID", "VM", "KIND", "TIME", "SIZE", "NEW", "TOOK"], &rows);
-            }
+            print_backup_list(&list, json);
         }
         BackupCmd::Verify { ids, all: _ } => {
             let r = engine.backup_verify(&ids)?;

@@ -25,6 +25,17 @@ pub struct Cli {
     /// Use this config file instead of $CORRAL_CONFIG or /etc/corral/corral.toml.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Run the command on a `corral serve` elsewhere (`https://host:8006`), with the token in
+    /// CORRAL_TOKEN or --token-file. Output is the same as running it there.
+    #[arg(long, global = true, value_name = "URL", env = "CORRAL_REMOTE")]
+    pub remote: Option<String>,
+    /// With --remote: read the API token from this file (instead of CORRAL_TOKEN).
+    #[arg(long, global = true, value_name = "FILE", env = "CORRAL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// With --remote over HTTPS: trust this PEM certificate (the server's self-signed one is
+    /// <data_dir>/tls/cert.pem there).
+    #[arg(long, global = true, value_name = "FILE", env = "CORRAL_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -196,6 +196,10 @@ pub fn job(engine: &Engine, cmd: JobCmd, json: bool) -> anyhow::Result<()> {
         JobCmd::List { vm, limit } => engine.jobs(vm.as_deref(), limit)?,
         JobCmd::Show { id } => vec![engine.job(id)?],
     };
+    print_jobs(&list, json)
+}
+
+pub fn print_jobs(list: &[corral_types::JobInfo], json: bool) -> anyhow::Result<()> {
     if json {
         output::json(&list);
     } else {

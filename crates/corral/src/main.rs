@@ -7,6 +7,7 @@ mod disk;
 mod layers;
 mod output;
 mod progress;
+mod remote;
 mod server;
 mod snapshot;
 mod vm;
@@ -119,10 +120,21 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(cli)) {
+    let result = match cli.remote.clone() {
+        // A remote command is blocking HTTP calls, no engine and no runtime.
+        Some(url) => remote::Remote::new(&url, cli.token_file.as_deref(), cli.ca_cert.as_deref())
+            .and_then(|r| remote::run(&r, cli.command, json)),
+        None => rt.block_on(run(cli)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let kind = e.downcast_ref::<EngineError>().map(|e| e.kind()).unwrap_or("error");
+            let kind = e
+                .downcast_ref::<EngineError>()
+                .map(|e| e.kind().to_string())
+                .or_else(|| e.downcast_ref::<remote::RemoteError>().map(|r| r.kind.clone()))
+                .unwrap_or_else(|| "error".into());
+            let kind = kind.as_str();
             if json {
                 let msg = message(&e);
                 eprintln!("{}", serde_json::json!({"error": msg, "kind": kind}));

@@ -9,13 +9,18 @@ use corral_types::{ByteSize, JobInfo, TransferBytes};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::broadcast::error::RecvError;
 
-struct View {
+/// Shows one job's progress as it changes.
+pub struct View {
     json: bool,
     bar: Option<ProgressBar>,
 }
 
 impl View {
-    fn show(&mut self, job: &JobInfo) {
+    pub fn new(json: bool) -> View {
+        View { json, bar: None }
+    }
+
+    pub fn show(&mut self, job: &JobInfo) {
         if self.json {
             eprintln!("{}", serde_json::json!({"event": "job", "job": job}));
             return;

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use corral_engine::engine::save::SaveInfo;
 use corral_engine::engine::CreateOptions;
+use corral_engine::engine::StartInfo;
 use corral_engine::qemu_args::{qemu_argv, shell_line, LaunchPlan};
 use corral_engine::{Engine, HostReport};
 use corral_types::ByteSize;
@@ -43,62 +45,12 @@ pub async fn run(engine: &Arc<Engine>, cmd: VmCmd, json: bool) -> anyhow::Result
             let iso = if eject { None } else { absolute(iso)? };
             crate::disk::cdrom(engine, &name, iso.as_deref(), json).await
         }
-        VmCmd::List => {
-            let list = engine.list().await?;
-            if json {
-                output::json(&list);
-            } else if list.is_empty() {
-                println!("no VMs defined yet; create one with `corral vm create NAME --disk 8G`");
-            } else {
-                output::table(&output::VM_HEADER, &output::vm_rows(&list));
-            }
-            Ok(())
-        }
-        VmCmd::Status { name } => {
-            let st = engine.status(&name).await?;
-            if json {
-                output::json(&st);
-            } else {
-                output::table(&output::VM_HEADER, &output::vm_rows(std::slice::from_ref(&st)));
-                if !st.last_log.is_empty() {
-                    println!("\nlast log lines:");
-                    for l in &st.last_log {
-                        println!("  {l}");
-                    }
-                }
-            }
-            Ok(())
-        }
+        VmCmd::List => print_list(&engine.list().await?, json),
+        VmCmd::Status { name } => print_status(&engine.status(&name).await?, json),
         VmCmd::Show { name, argv } => show(engine, &name, argv, json).await,
-        VmCmd::Start { name } => {
-            let info = engine.start(&name).await?;
-            if json {
-                output::json(&info);
-            } else {
-                let verb = if info.resumed { "resumed" } else { "started" };
-                let vnc = info.vnc.map(|v| format!(", VNC on {v}")).unwrap_or_default();
-                println!("{verb} {} (pid {}{vnc}) in {} ms", info.name, info.pid, info.millis);
-            }
-            Ok(())
-        }
+        VmCmd::Start { name } => print_start(&engine.start(&name).await?, json),
         VmCmd::Stop { name, timeout, force } => {
-            let o = engine.stop(&name, timeout.map(|t| t.0), force).await?;
-            if json {
-                output::json(&o);
-            } else if o.guest_initiated {
-                println!(
-                    "{} powered off by the guest in {:.1} s",
-                    o.name,
-                    o.millis as f64 / 1000.0
-                );
-            } else if o.forced {
-                println!("{} stopped by force after {:.1} s", o.name, o.millis as f64 / 1000.0);
-            } else if o.millis == 0 {
-                println!("{} had crashed; cleared what its QEMU left behind", o.name);
-            } else {
-                println!("{} stopped in {:.1} s", o.name, o.millis as f64 / 1000.0);
-            }
-            Ok(())
+            print_stop(&engine.stop(&name, timeout.map(|t| t.0), force).await?, json)
         }
         VmCmd::Kill { name } => {
             engine.kill(&name).await?;
@@ -108,35 +60,8 @@ pub async fn run(engine: &Arc<Engine>, cmd: VmCmd, json: bool) -> anyhow::Result
             engine.pause(&name).await?;
             done(json, &name, "paused")
         }
-        VmCmd::Resume { name } => match engine.resume(&name).await? {
-            Some(info) if json => {
-                output::json(&info);
-                Ok(())
-            }
-            Some(info) => {
-                println!(
-                    "resumed {} from its saved state (pid {}) in {} ms",
-                    info.name, info.pid, info.millis
-                );
-                Ok(())
-            }
-            None => done(json, &name, "resumed"),
-        },
-        VmCmd::Save { name } => {
-            let info = engine.save(&name).await?;
-            if json {
-                output::json(&info);
-            } else {
-                println!(
-                    "saved {} ({} of state) in {:.1} s; `corral vm start {}` resumes it",
-                    info.name,
-                    ByteSize(info.bytes).approx(),
-                    info.millis as f64 / 1000.0,
-                    info.name
-                );
-            }
-            Ok(())
-        }
+        VmCmd::Resume { name } => print_resume(&name, engine.resume(&name).await?, json),
+        VmCmd::Save { name } => print_save(&engine.save(&name).await?, json),
         VmCmd::Delete { name, keep_disks } => {
             let r = engine.delete(&name, keep_disks).await?;
             if json {
@@ -198,7 +123,95 @@ pub async fn run(engine: &Arc<Engine>, cmd: VmCmd, json: bool) -> anyhow::Result
     }
 }
 
-fn done(json: bool, name: &str, what: &str) -> anyhow::Result<()> {
+pub fn print_list(list: &[corral_types::VmStatus], json: bool) -> anyhow::Result<()> {
+    if json {
+        output::json(&list);
+    } else if list.is_empty() {
+        println!("no VMs defined yet; create one with `corral vm create NAME --disk 8G`");
+    } else {
+        output::table(&output::VM_HEADER, &output::vm_rows(list));
+    }
+    Ok(())
+}
+
+pub fn print_status(st: &corral_types::VmStatus, json: bool) -> anyhow::Result<()> {
+    if json {
+        output::json(st);
+    } else {
+        output::table(&output::VM_HEADER, &output::vm_rows(std::slice::from_ref(st)));
+        if !st.last_log.is_empty() {
+            println!("\nlast log lines:");
+            for l in &st.last_log {
+                println!("  {l}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn print_start(info: &StartInfo, json: bool) -> anyhow::Result<()> {
+    if json {
+        output::json(info);
+    } else {
+        let verb = if info.resumed { "resumed" } else { "started" };
+        let vnc = info.vnc.as_ref().map(|v| format!(", VNC on {v}")).unwrap_or_default();
+        println!("{verb} {} (pid {}{vnc}) in {} ms", info.name, info.pid, info.millis);
+    }
+    Ok(())
+}
+
+pub fn print_stop(o: &corral_types::StopOutcome, json: bool) -> anyhow::Result<()> {
+    if json {
+        output::json(o);
+    } else if o.guest_initiated {
+        println!(
+            "{} powered off by the guest in {:.1} s",
+            o.name,
+            o.millis as f64 / 1000.0
+        );
+    } else if o.forced {
+        println!("{} stopped by force after {:.1} s", o.name, o.millis as f64 / 1000.0);
+    } else if o.millis == 0 {
+        println!("{} had crashed; cleared what its QEMU left behind", o.name);
+    } else {
+        println!("{} stopped in {:.1} s", o.name, o.millis as f64 / 1000.0);
+    }
+    Ok(())
+}
+
+pub fn print_resume(name: &str, info: Option<StartInfo>, json: bool) -> anyhow::Result<()> {
+    match info {
+        Some(info) if json => {
+            output::json(&info);
+            Ok(())
+        }
+        Some(info) => {
+            println!(
+                "resumed {} from its saved state (pid {}) in {} ms",
+                info.name, info.pid, info.millis
+            );
+            Ok(())
+        }
+        None => done(json, name, "resumed"),
+    }
+}
+
+pub fn print_save(info: &SaveInfo, json: bool) -> anyhow::Result<()> {
+    if json {
+        output::json(info);
+    } else {
+        println!(
+            "saved {} ({} of state) in {:.1} s; `corral vm start {}` resumes it",
+            info.name,
+            ByteSize(info.bytes).approx(),
+            info.millis as f64 / 1000.0,
+            info.name
+        );
+    }
+    Ok(())
+}
+
+pub fn done(json: bool, name: &str, what: &str) -> anyhow::Result<()> {
     if json {
         output::json(&serde_json::json!({"name": name, "result": what}));
     } else {
@@ -268,11 +281,24 @@ async fn show(engine: &Engine, name: &str, argv: bool, json: bool) -> anyhow::Re
     } else {
         None
     };
+    let console = paths.console_log().display().to_string();
+    print_show(&st, &rec.spec, rec.generation, &console, cmdline, json)
+}
+
+/// `vm show`: status, spec and (with `--argv`) the QEMU command line.
+pub fn print_show(
+    st: &corral_types::VmStatus,
+    spec: &corral_types::VmSpec,
+    generation: i64,
+    console: &str,
+    cmdline: Option<Vec<String>>,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
-        let mut v = serde_json::to_value(&st)?;
-        v["spec"] = serde_json::to_value(&rec.spec)?;
-        v["generation"] = rec.generation.into();
-        v["console_log"] = paths.console_log().display().to_string().into();
+        let mut v = serde_json::to_value(st)?;
+        v["spec"] = serde_json::to_value(spec)?;
+        v["generation"] = generation.into();
+        v["console_log"] = console.into();
         if let Some(c) = &cmdline {
             v["argv"] = serde_json::to_value(c)?;
         }
@@ -292,12 +318,12 @@ async fn show(engine: &Engine, name: &str, argv: bool, json: bool) -> anyhow::Re
     if let Some(v) = &st.vnc {
         println!("vnc:      {v}");
     }
-    println!("console:  {}", paths.console_log().display());
+    println!("console:  {console}");
     for l in &st.last_log {
         println!("  {l}");
     }
-    println!("\n# spec (generation {})", rec.generation);
-    print!("{}", rec.spec.to_toml());
+    println!("\n# spec (generation {generation})");
+    print!("{}", spec.to_toml());
     if let Some(c) = cmdline {
         println!("\n# QEMU command line\n{}", shell_line(&c));
     }

@@ -23,7 +23,7 @@ use super::Engine;
 use crate::error::EngineError;
 
 /// What `corral backup run` reports per VM.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BackupReport {
     pub id: String,
     pub vm: String,
@@ -32,7 +32,7 @@ pub struct BackupReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fell_back: Option<String>,
     /// Things that went wrong after the backup was safely stored.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// Filesystems the guest agent froze at the point in time (`None`: crash-consistent).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -356,7 +356,7 @@ pub fn manifest_spec(m: &Manifest) -> Option<VmSpec> {
 }
 
 /// One line of `corral backup list`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BackupSummary {
     pub id: String,
     pub vm: String,
@@ -404,37 +404,12 @@ impl Engine {
         all: bool,
         exclude: &[String],
     ) -> Result<Vec<String>, EngineError> {
-        let records = self.records()?;
-        for n in names.iter().chain(exclude) {
-            self.get(n)?;
-        }
-        let mut out: Vec<String> = if all {
-            records.iter().map(|r| r.spec.name.to_string()).collect()
-        } else {
-            names.to_vec()
-        };
-        for t in tags {
-            let tagged: Vec<String> = records
-                .iter()
-                .filter(|r| r.spec.tags.contains(t))
-                .map(|r| r.spec.name.to_string())
-                .collect();
-            if tagged.is_empty() {
-                return Err(EngineError::invalid("-", "backup", format!("no VM has the tag {t:?}")));
-            }
-            out.extend(tagged);
-        }
-        out.retain(|n| !exclude.contains(n));
-        out.sort();
-        out.dedup();
-        if out.is_empty() {
-            return Err(EngineError::invalid(
-                "-",
-                "backup",
-                "no VM selected; name VMs, or use --tag or --all",
-            ));
-        }
-        Ok(out)
+        let known: Vec<(String, Vec<String>)> = self
+            .records()?
+            .into_iter()
+            .map(|r| (r.spec.name.to_string(), r.spec.tags))
+            .collect();
+        select_vms(&known, names, tags, all, exclude)
     }
 
     /// Re-hashes every chunk the given backups refer to. A target is a backup id or a VM
@@ -493,4 +468,49 @@ impl Engine {
             .manifest(id)
             .map_err(|e| no_such_backup("backup", e))
     }
+}
+
+/// Which VMs a selection means, among `known` (name, tags): the names given, every VM with
+/// one of the tags, or all; minus `exclude`; sorted, each once. Unknown names, a tag no VM
+/// has, or an empty result are errors. (`backup run` here and over `--remote` use this.)
+pub fn select_vms(
+    known: &[(String, Vec<String>)],
+    names: &[String],
+    tags: &[String],
+    all: bool,
+    exclude: &[String],
+) -> Result<Vec<String>, EngineError> {
+    for n in names.iter().chain(exclude) {
+        corral_types::VmName::new(n)?;
+        if !known.iter().any(|(k, _)| k == n) {
+            return Err(EngineError::NotFound(n.clone()));
+        }
+    }
+    let mut out: Vec<String> = if all {
+        known.iter().map(|(n, _)| n.clone()).collect()
+    } else {
+        names.to_vec()
+    };
+    for t in tags {
+        let tagged: Vec<String> = known
+            .iter()
+            .filter(|(_, ts)| ts.contains(t))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if tagged.is_empty() {
+            return Err(EngineError::invalid("-", "backup", format!("no VM has the tag {t:?}")));
+        }
+        out.extend(tagged);
+    }
+    out.retain(|n| !exclude.contains(n));
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err(EngineError::invalid(
+            "-",
+            "backup",
+            "no VM selected; name VMs, or use --tag or --all",
+        ));
+    }
+    Ok(out)
 }

@@ -16,7 +16,7 @@ use crate::paths::{ensure_dir, VmPaths};
 use crate::process::{find_binary, lookup_user, send_signal, spawn_detached, tail_lines, wait_gone, RunAs};
 use crate::qemu_args::{qemu_argv, LaunchPlan};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StartInfo {
     pub name: String,
     pub pid: u32,

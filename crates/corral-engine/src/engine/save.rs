@@ -33,7 +33,7 @@ struct SavedMeta {
     bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SaveInfo {
     pub name: String,
     pub bytes: u64,

@@ -29,7 +29,8 @@ pub async fn show(State(state): State<AppState>, _c: Caller, Path(name): Path<St
     let rec = state.engine.get(name.as_str())?;
     let status = state.engine.status(name.as_str()).await?;
     let etag = format!("\"{}\"", rec.generation);
-    let body = json!({"spec": rec.spec, "generation": rec.generation, "status": status});
+    let console = state.engine.paths(&rec.spec.name).console_log();
+    let body = json!({"spec": rec.spec, "generation": rec.generation, "status": status, "console_log": console});
     Ok(([(header::ETAG, etag)], Json(body)).into_response())
 }
 

@@ -1,0 +1,129 @@
+//! `--remote URL`: the same commands against a real `corral serve` (in this process, real
+//! engine, real QEMU guest) print what they print locally, and fail the same way.
+
+mod common;
+
+use std::process::Output;
+
+use common::Env;
+
+fn remote(env: &Env, url: &str, token: Option<&str>, args: &[&str]) -> Output {
+    let mut c = env.cmd();
+    c.arg("--remote").arg(url).args(args).env_remove("CORRAL_TOKEN");
+    if let Some(t) = token {
+        c.env("CORRAL_TOKEN", t);
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A VM's status without what moves by itself between two looks.
+fn steady(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("uptime_seconds");
+    }
+    v
+}
+
+#[test]
+fn remote_commands_print_what_local_ones_print() {
+    let env = Env::new();
+    env.create_guest("rm", "");
+    env.create_guest("other", "");
+    env.ok(&["store", "init"]);
+    let op = env.ok(&["token", "create", "--role", "operator"]).trim().to_string();
+    let viewer = env.ok(&["token", "create", "--role", "viewer"]).trim().to_string();
+    let url = format!("http://{}", common::start_server(&env));
+    let r = |args: &[&str]| remote(&env, &url, Some(&op), args);
+
+    // Reading: byte for byte the same, as a table and as JSON.
+    assert_eq!(text(&r(&["vm", "list"])), env.ok(&["vm", "list"]));
+    assert_eq!(json(&r(&["vm", "list", "--json"])), env.json(&["vm", "list"]));
+    assert_eq!(text(&r(&["vm", "show", "rm"])), env.ok(&["vm", "show", "rm"]));
+    assert_eq!(
+        json(&r(&["vm", "show", "rm", "--json"])),
+        env.json(&["vm", "show", "rm"])
+    );
+
+    // Acting: the server does it, the client says it as the local command would.
+    let out = r(&["vm", "start", "rm"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text(&out).starts_with("started rm (pid "), "{}", text(&out));
+    env.wait_ready("rm", 1);
+    assert_eq!(env.state("rm"), "running");
+    assert_eq!(
+        steady(json(&r(&["vm", "status", "rm", "--json"]))),
+        steady(env.json(&["vm", "status", "rm"]))
+    );
+
+    // A backup is followed as a job to its end; the report is the engine's.
+    let out = r(&["backup", "run", "rm", "--json"]);
+    let reports = json(&out);
+    let local = env.json(&["backup", "list", "rm"]);
+    assert_eq!(reports[0]["id"], local[0]["id"], "{reports}");
+    assert_eq!(reports[0]["vm"], "rm");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains("\"event\":\"job\""),
+        "job progress on stderr: {progress}"
+    );
+    let out = r(&["backup", "run", "--all"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = text(&out);
+    assert!(
+        said.contains("backed up other as ") && said.contains("backed up rm as "),
+        "{said}"
+    );
+    assert_eq!(json(&r(&["backup", "list", "--json"])), env.json(&["backup", "list"]));
+    assert_eq!(text(&r(&["backup", "list"])), env.ok(&["backup", "list"]));
+    assert_eq!(json(&r(&["job", "list", "--json"])), env.json(&["job", "list"]));
+
+    // Failing the same way: same message and exit code as locally.
+    let local = env.run(&["vm", "start", "nosuch"]);
+    let far = r(&["vm", "start", "nosuch"]);
+    assert_eq!(far.status.code(), local.status.code());
+    assert_eq!(far.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&far.stderr),
+        String::from_utf8_lossy(&local.stderr)
+    );
+    let far = r(&["vm", "start", "rm"]);
+    assert_eq!(far.status.code(), Some(3), "{}", String::from_utf8_lossy(&far.stderr));
+    let far = r(&["backup", "run", "--tag", "nosuchtag"]);
+    assert_eq!(far.status.code(), Some(2));
+
+    // A viewer may read but not act; no token, or a wrong one, is a clear refusal.
+    assert!(remote(&env, &url, Some(&viewer), &["vm", "list"]).status.success());
+    let out = remote(&env, &url, Some(&viewer), &["vm", "stop", "rm"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("operator role"),
+        "{out:?}"
+    );
+    let out = remote(&env, &url, None, &["vm", "list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CORRAL_TOKEN"), "{out:?}");
+    let out = remote(&env, &url, Some("corral_wrong"), &["vm", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown or revoked token"),
+        "{out:?}"
+    );
+    // A command that needs the server's files says so.
+    let out = r(&["vm", "console", "rm"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not available with --remote"),
+        "{out:?}"
+    );
+
+    let out = r(&["vm", "stop", "rm", "--json"]);
+    let stopped = json(&out);
+    assert_eq!(stopped["name"], "rm");
+    assert_eq!(env.state("rm"), "stopped");
+}
