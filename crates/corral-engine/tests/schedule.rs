@@ -285,8 +285,10 @@ async fn one_failing_vm_does_not_stop_the_others_and_the_run_fails() {
     let lab = "[[schedule]]\nname = \"lab\"\ncalendar = \"daily 02:00\"\naction = \"backup\"\ntags = [\"lab\"]\n";
     let prune =
         "[[schedule]]\nname = \"prune\"\ncalendar = \"sun 04:00\"\naction = \"prune\"\nall = true\nkeep_last = 1\n";
+    let named =
+        "[[schedule]]\nname = \"named\"\ncalendar = \"sun 04:00\"\naction = \"backup\"\nvms = [\"gone\", \"other\"]\n";
     let env = env(
-        &format!("{lab}\n{prune}"),
+        &format!("{lab}\n{prune}\n{named}"),
         "2025-06-02T01:00:00Z",
         &[("a", &["lab"]), ("b", &["lab"]), ("c", &["lab"]), ("other", &[])],
     );
@@ -330,6 +332,14 @@ async fn one_failing_vm_does_not_stop_the_others_and_the_run_fails() {
             ("b", "kept 1, removed 0"),
             ("c", "kept 1, removed 1")
         ]
+    );
+    // A VM named in the schedule that no longer exists fails alone.
+    let r = env.engine.schedule_run_now("named").unwrap().await.unwrap();
+    let by: Vec<(&str, bool)> = r.targets.iter().map(|t| (t.target.as_str(), t.ok)).collect();
+    assert_eq!(by, [("gone", false), ("other", true)], "{r:?}");
+    assert!(
+        r.targets[0].error.as_deref().unwrap().contains("no VM named gone"),
+        "{r:?}"
     );
     assert!(matches!(
         env.engine.schedule_run_now("nope"),

@@ -20,8 +20,8 @@ pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};
 pub use job::{JobInfo, JobState, TransferBytes};
 pub use name::{NameError, VmName};
 pub use schedule::{
-    ScheduleAction, ScheduleOutcome, ScheduleRun, ScheduleSpec, ScheduleSpecError, ScheduleStatus, ScheduleTarget,
-    Selection,
+    CalendarCheck, ScheduleAction, ScheduleOutcome, ScheduleRun, ScheduleSpec, ScheduleSpecError, ScheduleStatus,
+    ScheduleTarget, Selection,
 };
 pub use spec::{
     Accel, BackupSpec, BootFrom, BootSpec, DiskBus, DiskFormat, DiskRole, DiskSpec, DisplayMode, DisplaySpec, MacAddr,

@@ -331,6 +331,21 @@ pub struct ScheduleStatus {
     pub running: bool,
 }
 
+/// A calendar expression tried out (`corral schedule check`, the web page's form).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarCheck {
+    /// As given.
+    pub calendar: String,
+    /// The same calendar in its normal form (`mon..fri 22:30`, `*:00,15,30,45`).
+    pub normalized: String,
+    /// The zone the times are in (an IANA name, or `local`).
+    pub time_zone: String,
+    /// The next times it is due, as Unix milliseconds…
+    pub next_ms: Vec<i64>,
+    /// …and as local times for people (`Mon 2025-06-02 22:30 CEST`).
+    pub next: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

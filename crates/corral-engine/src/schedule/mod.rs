@@ -18,7 +18,9 @@ pub mod scheduler;
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
-use corral_types::{ScheduleRun, ScheduleSpec};
+use corral_types::{CalendarCheck, ScheduleRun, ScheduleSpec};
+
+use crate::error::EngineError;
 
 pub use calendar::{Calendar, CalendarError};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -56,4 +58,35 @@ impl EngineSchedules {
 
 fn ms(t: jiff::Timestamp) -> i64 {
     t.as_millisecond()
+}
+
+/// A time for people, in the host's zone: `Mon 2025-06-02 22:30 CEST`.
+pub fn local_time(unix_ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(unix_ms) {
+        Ok(t) => t
+            .to_zoned(SystemClock.time_zone())
+            .strftime("%a %Y-%m-%d %H:%M %Z")
+            .to_string(),
+        Err(_) => unix_ms.to_string(),
+    }
+}
+
+/// Parses a calendar expression and lists its next `count` times from now, in the host's
+/// zone (`corral schedule check`). A bad expression is bad input, with what is wrong.
+pub fn check_calendar(expr: &str, count: usize) -> Result<CalendarCheck, EngineError> {
+    let cal = Calendar::parse(expr)
+        .map_err(|e| EngineError::BadRequest(format!("calendar {e} (the grammar and examples: docs/schedules.md)")))?;
+    let tz = SystemClock.time_zone();
+    let next_ms: Vec<i64> = cal
+        .upcoming(SystemClock.now(), &tz, count)
+        .into_iter()
+        .map(ms)
+        .collect();
+    Ok(CalendarCheck {
+        calendar: expr.trim().to_string(),
+        normalized: cal.to_string(),
+        time_zone: tz.iana_name().unwrap_or("local").to_string(),
+        next: next_ms.iter().map(|m| local_time(*m)).collect(),
+        next_ms,
+    })
 }

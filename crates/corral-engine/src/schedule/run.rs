@@ -293,9 +293,23 @@ impl Engine {
         run
     }
 
-    /// The VMs a backup, verify or prune schedule selects, resolved now.
+    /// The VMs a backup, verify or prune schedule selects, resolved now (tags as `corral
+    /// backup run --tag` does). A VM named in `vms` that no longer exists is one failed
+    /// target, not a failed run; `all` on a host without VMs selects none, which is no error.
     fn schedule_select(&self, spec: &ScheduleSpec) -> Result<Vec<String>, EngineError> {
-        self.backup_select(&spec.vms, &spec.tags, spec.all, &[])
+        if spec.all {
+            return Ok(self.records()?.iter().map(|r| r.spec.name.to_string()).collect());
+        }
+        if !spec.vms.is_empty() {
+            let mut v = spec.vms.clone();
+            v.sort();
+            v.dedup();
+            return Ok(v);
+        }
+        self.backup_select(&[], &spec.tags, false, &[]).map_err(|e| match e {
+            EngineError::Invalid { message, .. } => EngineError::invalid("-", "selection", message),
+            e => e,
+        })
     }
 
     async fn schedule_targets(self: &Arc<Self>, spec: &ScheduleSpec) -> Result<Vec<ScheduleTarget>, EngineError> {
@@ -384,9 +398,8 @@ impl Engine {
             vm,
             r.map(|b| {
                 let mut d = format!(
-                    "{} {}: read {}, new {}",
+                    "{}: read {}, new {}",
                     b.kind,
-                    b.id,
                     size(b.stats.bytes_read),
                     size(b.stats.new_bytes)
                 );
