@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use corral_types::{Accel, ByteSize, DisplayMode, HumanDuration, NetworkMode, Percent};
+use corral_types::{Accel, ByteSize, DisplayMode, HumanDuration, NetworkMode, Percent, ScheduleSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
@@ -32,6 +32,14 @@ pub struct HostConfig {
     pub disk: DiskConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+    /// Scheduled jobs (`[[schedule]]`, docs/schedules.md), as loaded. The engine keeps the
+    /// current list (`Engine::schedule_specs`), which `schedule_put`/`schedule_delete` change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<ScheduleSpec>,
+    /// The file this was read from, or would be written to (`schedule_put` on a host
+    /// running on defaults); `None` for a config parsed from text.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// Where backups go and how the store is made (the chunk size is fixed when the store is
@@ -218,7 +226,12 @@ impl HostConfig {
     pub fn load_file(path: &Path, must_exist: bool) -> Result<HostConfig, EngineError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return Ok(HostConfig::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                return Ok(HostConfig {
+                    path: Some(path.to_path_buf()),
+                    ..HostConfig::default()
+                })
+            }
             Err(e) => {
                 return Err(EngineError::Config {
                     path: path.to_path_buf(),
@@ -226,10 +239,12 @@ impl HostConfig {
                 })
             }
         };
-        HostConfig::parse(&text).map_err(|message| EngineError::Config {
+        let mut cfg = HostConfig::parse(&text).map_err(|message| EngineError::Config {
             path: path.to_path_buf(),
             message,
-        })
+        })?;
+        cfg.path = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     pub fn parse(text: &str) -> Result<HostConfig, String> {
@@ -256,6 +271,7 @@ impl HostConfig {
                 ));
             }
         }
+        check_schedules(&cfg.schedule, text)?;
         Ok(cfg)
     }
 
@@ -278,6 +294,56 @@ impl HostConfig {
             (vm, _) => vm,
         }
     }
+}
+
+/// The line of the `index`-th `[[schedule]]` header in `text`, if it is written that way.
+fn schedule_line(text: &str, index: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim_start();
+            l.starts_with("[[") && l[2..].trim_start().starts_with("schedule") && {
+                let rest = l[2..].trim_start()["schedule".len()..].trim_start();
+                rest.starts_with("]]")
+            }
+        })
+        .nth(index)
+        .map(|(i, _)| i + 1)
+}
+
+/// Checks every schedule (its fields, its calendar) and that names are unique. Errors name
+/// the entry and, when `text` is the file it came from, its line.
+pub fn check_schedules(list: &[ScheduleSpec], text: &str) -> Result<(), String> {
+    let at = |i: usize, name: &str| {
+        let who = if name.is_empty() {
+            format!("[[schedule]] number {}", i + 1)
+        } else {
+            format!("[[schedule]] {name:?}")
+        };
+        match schedule_line(text, i) {
+            Some(line) => format!("{who} at line {line}"),
+            None => who,
+        }
+    };
+    for (i, s) in list.iter().enumerate() {
+        s.check().map_err(|e| format!("{}: {e}", at(i, &s.name)))?;
+        crate::schedule::Calendar::parse(&s.calendar).map_err(|e| {
+            format!(
+                "{}: calendar {e} (docs/schedules.md; `corral schedule check EXPR` tries one)",
+                at(i, &s.name)
+            )
+        })?;
+        if let Some(first) = list[..i].iter().position(|o| o.name == s.name) {
+            return Err(format!(
+                "{}: the name is already used by the schedule at {}; give each schedule its own name",
+                at(i, &s.name),
+                schedule_line(text, first)
+                    .map(|l| format!("line {l}"))
+                    .unwrap_or_else(|| format!("position {}", first + 1))
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -308,5 +374,35 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("not a duration"), "{e}");
         let e = HostConfig::parse("data_dir = \"relative\"\n").unwrap_err();
         assert!(e.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn schedules_load_and_bad_ones_name_their_entry_and_line() {
+        let good = "data_dir = \"/x\"\n\n# nightly backups\n[[schedule]]\nname = \"nightly\"\ncalendar = \"mon..fri 22:30\"\naction = \"backup\"\ntags = [\"prod\"]\n\n[[schedule]]\nname = \"gc\"\ncalendar = \"sun 05:00\"\naction = \"gc\"\n";
+        let c = HostConfig::parse(good).unwrap();
+        assert_eq!(c.schedule.len(), 2);
+        assert_eq!(c.schedule[0].tags, ["prod"]);
+        let e = HostConfig::parse(&good.replace("mon..fri", "mon..fir")).unwrap_err();
+        assert!(
+            e.contains("[[schedule]] \"nightly\" at line 4")
+                && e.contains("unknown day `fir`; days are mon tue wed thu fri sat sun"),
+            "{e}"
+        );
+        let e = HostConfig::parse(&good.replace("name = \"gc\"", "name = \"nightly\"")).unwrap_err();
+        assert!(
+            e.contains("line 10") && e.contains("already used") && e.contains("line 4"),
+            "{e}"
+        );
+        let e = HostConfig::parse(&good.replace("tags = [\"prod\"]", "")).unwrap_err();
+        assert!(
+            e.contains("\"nightly\" at line 4") && e.contains("needs a selection"),
+            "{e}"
+        );
+        let e = HostConfig::parse(&good.replace("action = \"gc\"", "action = \"gc\"\nkeep = 1")).unwrap_err();
+        assert!(e.contains("unknown field `keep`") && e.contains("line 14"), "{e}");
+        assert_eq!(
+            schedule_line("[ [schedule] ]\n  [[ schedule ]]\n[[schedules]]\n", 0),
+            Some(2)
+        );
     }
 }

@@ -82,6 +82,11 @@ pub enum EngineError {
     BadRequest(String),
     #[error("VM {vm} has no disk named {disk:?}; its disks: {known}")]
     NoSuchDisk { vm: String, disk: String, known: String },
+    #[error("no schedule named {0:?}; `corral schedule list` shows the schedules ([[schedule]] in the config file)")]
+    NoSuchSchedule(String),
+    /// A run of the schedule is going (in this process, or in the corral with this pid).
+    #[error("schedule {name} is already running{}; wait for that run to end (`corral schedule list` shows it)", pid.map(|p| format!(" (in corral pid {p})")).unwrap_or_default())]
+    ScheduleBusy { name: String, pid: Option<u32> },
 }
 
 impl EngineError {
@@ -144,6 +149,8 @@ impl EngineError {
             EngineError::Timeout { .. } => "timeout",
             EngineError::BadRequest(_) => "invalid",
             EngineError::NoSuchDisk { .. } => "not-found",
+            EngineError::NoSuchSchedule(_) => "not-found",
+            EngineError::ScheduleBusy { .. } => "busy",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod paths;
 pub mod process;
 pub mod qemu_args;
 pub mod registry;
+pub mod schedule;
 
 pub use config::HostConfig;
 pub use engine::{CreateOptions, DeleteReport, Engine, HostReport, StartInfo};

@@ -10,6 +10,7 @@ mod disk;
 pub mod human;
 pub mod job;
 pub mod name;
+pub mod schedule;
 pub mod spec;
 pub mod status;
 
@@ -18,6 +19,10 @@ pub use disk::{ChainLayer, CloneReport, ClonedDisk, CommitReport, ConsolidateIte
 pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};
 pub use job::{JobInfo, JobState, TransferBytes};
 pub use name::{NameError, VmName};
+pub use schedule::{
+    CalendarCheck, ScheduleAction, ScheduleOutcome, ScheduleRun, ScheduleSpec, ScheduleSpecError, ScheduleStatus,
+    ScheduleTarget, Selection,
+};
 pub use spec::{
     Accel, BackupSpec, BootFrom, BootSpec, DiskBus, DiskFormat, DiskRole, DiskSpec, DisplayMode, DisplaySpec, MacAddr,
     Machine, NetworkMode, NetworkSpec, NicModel, PortForward, Proto, SpecError, VmSpec,

@@ -141,10 +141,7 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
         } => {
             let policy = corral_store_policy(keep_last, keep_daily, keep_weekly, keep_monthly);
             let vms: Vec<String> = if all {
-                let mut v: Vec<String> = engine.backup_list(None)?.into_iter().map(|m| m.vm).collect();
-                v.sort();
-                v.dedup();
-                v
+                engine.backup_vms()?
             } else {
                 vm.into_iter().collect()
             };

@@ -63,6 +63,9 @@ pub enum Command {
     /// The backup store itself.
     #[command(subcommand)]
     Store(StoreCmd),
+    /// Scheduled backups, verifies, prunes and gc (`[[schedule]]` in the config; `corral serve` runs them).
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
     /// Host-wide actions for boot and shutdown.
     #[command(subcommand)]
     Host(HostCmd),
@@ -247,6 +250,29 @@ pub enum StoreCmd {
     Init,
     /// Free chunks no backup refers to, and what killed backups left behind.
     Gc,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCmd {
+    /// The schedules with their next run and last result.
+    #[command(alias = "ls")]
+    List,
+    /// Run a schedule now, in the foreground (also a disabled one); fails if any target fails.
+    Run {
+        /// The schedule's name (`corral schedule list`).
+        name: String,
+    },
+    /// Show when a calendar expression is due next, in this host's time zone.
+    #[command(
+        after_help = "Examples:\n  corral schedule check 'daily 02:00'\n  corral schedule check 'mon..fri 22:30' --count 10\n  corral schedule check '*:0/15'"
+    )]
+    Check {
+        /// A calendar expression (docs/schedules.md), quoted.
+        expr: String,
+        /// How many times to list.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        count: u16,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,6 +8,7 @@ mod layers;
 mod output;
 mod progress;
 mod remote;
+mod schedule;
 mod server;
 mod snapshot;
 mod vm;
@@ -45,6 +46,10 @@ fn load_config(cli: &Cli) -> Result<HostConfig, EngineError> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs neither the config nor the data dir.
+    if let Command::Schedule(cli::ScheduleCmd::Check { expr, count }) = &cli.command {
+        return schedule::check(expr, *count as usize, cli.json);
+    }
     let cfg = load_config(&cli)?;
     let engine = std::sync::Arc::new(Engine::open(cfg).context("cannot open the corral data directory")?);
     match cli.command {
@@ -55,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(cmd) => layers::job(&engine, cmd, cli.json),
         Command::Backup(cmd) => backup::run(&engine, cmd, cli.json).await,
         Command::Store(cmd) => backup::store(&engine, cmd, cli.json),
+        Command::Schedule(cmd) => schedule::run(&engine, cmd, cli.json).await,
         Command::Serve {
             listen,
             insecure_http,

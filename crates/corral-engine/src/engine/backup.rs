@@ -70,7 +70,7 @@ impl Engine {
     }
 
     /// Whether `[backup] store` holds a store (its `store.json` is written last).
-    fn store_exists(&self) -> bool {
+    pub(crate) fn store_exists(&self) -> bool {
         self.store_path().join("store.json").is_file()
     }
 
@@ -441,6 +441,15 @@ impl Engine {
         })
     }
 
+    /// The VMs that have backups in the store (also deleted ones), sorted: what `backup
+    /// prune --all` and a prune schedule with `all = true` work on.
+    pub fn backup_vms(&self) -> Result<Vec<String>, EngineError> {
+        let mut v: Vec<String> = self.backup_list(None)?.into_iter().map(|m| m.vm).collect();
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+
     /// Applies a keep-* policy to one VM's backups.
     pub fn backup_prune(
         &self,
@@ -451,10 +460,21 @@ impl Engine {
         self.backup_store()?.prune(vm, policy, dry_run).map_err(store_err)
     }
 
-    /// Frees chunks no backup refers to, and the debris of killed writers.
+    /// Frees chunks no backup refers to, and the debris of killed writers. Refused while a
+    /// backup, restore or verify uses the store.
     pub fn store_gc(&self) -> Result<corral_store::GcReport, EngineError> {
+        self.store_gc_with(false)
+    }
+
+    /// `store_gc`, but waits for the backups, restores and verifies using the store to end
+    /// (scheduled gc: a backup due at the same time must not make it fail).
+    pub fn store_gc_waiting(&self) -> Result<corral_store::GcReport, EngineError> {
+        self.store_gc_with(true)
+    }
+
+    fn store_gc_with(&self, wait: bool) -> Result<corral_store::GcReport, EngineError> {
         let opts = corral_store::GcOptions {
-            wait: false,
+            wait,
             ..Default::default()
         };
         self.backup_store()?.gc(&opts).map_err(store_err)

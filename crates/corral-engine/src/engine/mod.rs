@@ -42,6 +42,9 @@ pub struct Engine {
     registry: Mutex<Registry>,
     /// Job updates for front ends in this process (see `jobs.rs`).
     job_tx: tokio::sync::broadcast::Sender<corral_types::JobInfo>,
+    /// Scheduled jobs: the current list, runs going in this process, run updates, and the
+    /// scheduler's wake-up when the list changes (see `crate::schedule`).
+    pub(crate) sched: crate::schedule::EngineSchedules,
 }
 
 impl Engine {
@@ -51,6 +54,7 @@ impl Engine {
         ensure_dir(&cfg.run_dir, 0o700).map_err(EngineError::io(&cfg.run_dir))?;
         let registry = Registry::open(&db_path(&cfg))?;
         Ok(Engine {
+            sched: crate::schedule::EngineSchedules::new(cfg.schedule.clone()),
             cfg,
             registry: Mutex::new(registry),
             job_tx: tokio::sync::broadcast::channel(256).0,
@@ -61,7 +65,7 @@ impl Engine {
         &self.cfg
     }
 
-    fn reg(&self) -> MutexGuard<'_, Registry> {
+    pub(crate) fn reg(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -113,4 +117,10 @@ fn operations_are_send(e: &'static Engine) {
     send(e.resume("x"));
     send(e.kill("x"));
     send(e.backup_run("x", false, None));
+}
+
+#[allow(dead_code)]
+fn scheduler_is_send(e: std::sync::Arc<Engine>) {
+    fn send<T: Send>(_: T) {}
+    send(crate::schedule::Scheduler::new(e, crate::schedule::SystemClock).run(std::future::pending::<()>()));
 }

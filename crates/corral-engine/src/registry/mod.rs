@@ -13,11 +13,12 @@ use crate::error::EngineError;
 mod auth;
 mod bases;
 mod jobs;
+mod schedules;
 
 pub use auth::AuditRow;
 pub use bases::BaseRow;
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 pub struct Registry {
     conn: Connection,
@@ -156,6 +157,31 @@ impl Registry {
                      result TEXT NOT NULL
                  );
                  PRAGMA user_version = 4;
+                 COMMIT;",
+            )
+            .map_err(db)?;
+        }
+        if version < 5 {
+            // Runs of scheduled jobs: what the dashboard shows, and what tells the scheduler
+            // after downtime whether a run was missed (see `schedule/`).
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS schedule_runs (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     schedule TEXT NOT NULL,
+                     action TEXT NOT NULL,
+                     slot_ms INTEGER,
+                     started_ms INTEGER NOT NULL,
+                     finished_ms INTEGER,
+                     outcome TEXT NOT NULL,
+                     caught_up INTEGER NOT NULL DEFAULT 0,
+                     manual INTEGER NOT NULL DEFAULT 0,
+                     message TEXT,
+                     targets TEXT NOT NULL DEFAULT '[]',
+                     pid INTEGER NOT NULL
+                 );
+                 CREATE INDEX IF NOT EXISTS schedule_runs_by_name ON schedule_runs (schedule, id);
+                 PRAGMA user_version = 5;
                  COMMIT;",
             )
             .map_err(db)?;
