@@ -1,4 +1,4 @@
-//! Our one stylesheet and one script, built into the binary (no CDN, nothing to install).
+//! Our one stylesheet, one script and the icon, built into the binary (no CDN, nothing to install).
 //! Pages link them with their content hash in the query (`?v=`), so a cached copy is
 //! never used with a newer binary's pages.
 
@@ -14,7 +14,7 @@ struct Asset {
     body: &'static str,
 }
 
-const ASSETS: [Asset; 2] = [
+const ASSETS: [Asset; 3] = [
     Asset {
         name: "corral.css",
         mime: "text/css; charset=utf-8",
@@ -24,6 +24,11 @@ const ASSETS: [Asset; 2] = [
         name: "corral.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("static/corral.js"),
+    },
+    Asset {
+        name: "icon.svg",
+        mime: "image/svg+xml",
+        body: include_str!("static/icon.svg"),
     },
 ];
 

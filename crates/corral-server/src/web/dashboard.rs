@@ -56,7 +56,10 @@ pub async fn page(
         (jobs::failure_banner(&recent))
         div #notices role="status" aria-live="polite" {}
         div.toolbar {
-            p.muted { (list.len()) " VMs, " (running) " running" }
+            p.muted {
+                (list.len()) @if list.len() == 1 { " VM, " } @else { " VMs, " }
+                span #running-count { (running) } " running"
+            }
             form.filter method="get" action="/" role="search" data-filter-form {
                 label for="filter" { "Filter" }
                 input #filter type="search" name="q" value=(q) placeholder="name, tag or state"

@@ -62,6 +62,7 @@ pub fn shell(title: &str, viewer: Option<&Viewer>, section: Section, body: Marku
                     meta name="csrf-token" content=(v.csrf());
                 }
                 title { (title) " · corral" }
+                link rel="icon" href=(assets::url("icon.svg")) type="image/svg+xml";
                 link rel="stylesheet" href=(assets::url("corral.css"));
                 script src=(assets::url("corral.js")) defer {}
             }

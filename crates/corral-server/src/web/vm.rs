@@ -203,7 +203,7 @@ fn backup_table(vm: &str, list: &[BackupSummary], csrf: Option<&str>) -> Markup 
                     tr {
                         th scope="row" { code { (b.id) } }
                         td { (b.kind) }
-                        td { (b.time.replace('T', " ")) }
+                        td { (b.time.get(..19).unwrap_or(&b.time).replace('T', " ")) " UTC" }
                         td.num { (bytes(b.logical_size)) }
                         td.num { (bytes(b.new_bytes)) }
                         td { (duration(b.duration_ms / 1000)) }

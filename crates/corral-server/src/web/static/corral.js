@@ -58,6 +58,8 @@
       if (up) up.textContent = st.uptime_seconds != null ? duration(st.uptime_seconds) : '';
       enableButtons(el, st.state);
     }
+    const running = document.getElementById('running-count');
+    if (running) running.textContent = document.querySelectorAll('tr[data-vm][data-state="running"]').length;
   }
 
   function fillJob(row, j) {
