@@ -366,3 +366,32 @@ fn dashboard_vm_page_and_forms_on_a_real_guest() {
     });
     assert!(backed_up.is_ok(), "no audit line for the backup");
 }
+
+/// 200 VMs: one page, one table, every VM once, quickly (no per-VM requests to make).
+#[test]
+fn the_dashboard_stays_one_quick_page_with_200_vms() {
+    let env = Env::new();
+    let cfg = corral_engine::HostConfig::load_file(&env.config, true).unwrap();
+    let engine = corral_engine::Engine::open(cfg).unwrap();
+    let kernel = common::guest().kernel.display().to_string();
+    for i in 0..200 {
+        let tag = if i % 2 == 0 { "even" } else { "odd" };
+        let toml =
+            format!("name = \"vm{i:03}\"\ntags = [\"{tag}\"]\nmemory = \"256M\"\n[boot]\nkernel = \"{kernel}\"\n");
+        engine.define_toml(&toml, None).unwrap();
+    }
+    add_user(&env, "ann", "operator", "correct horse battery");
+    let addr = start_server(&env);
+    let (cookie, _) = login(addr, "ann", "correct horse battery");
+    let t = std::time::Instant::now();
+    let r = get(addr, "/", Some(&cookie));
+    let took = t.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.matches("<tr data-vm=").count(), 200);
+    assert!(r.body.contains("200 VMs"), "the count is shown");
+    eprintln!("dashboard with 200 VMs: {} KiB in {took:?}", r.body.len() / 1024);
+    assert!(r.body.len() < 600 * 1024, "{} bytes", r.body.len());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let odd = get(addr, "/?q=odd", Some(&cookie));
+    assert_eq!(odd.body.matches("<tr data-vm=").count(), 100);
+}
