@@ -40,10 +40,12 @@ page.on('response', (r) => {
 page.on('console', (m) => {
   if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
 });
-// Our confirm() dialogs (none expected on this path): accept, but note them.
+// Our confirm() dialogs: answered with `answer`, and remembered.
+let answer = true;
+const dialogs = [];
 page.on('dialog', async (d) => {
-  console.log(`e2e: dialog: ${d.message()}`);
-  await d.accept();
+  dialogs.push(d.message());
+  await (answer ? d.accept() : d.dismiss());
 });
 
 let n = 0;
@@ -173,6 +175,25 @@ await step('vm-page', async () => {
     await page.waitForTimeout(1_000);
     await page.reload();
   }
+});
+
+await step('force-stop-asks-first', async () => {
+  const head = page.locator(`section[data-vm="${VM}"]`);
+  const state = () => head.locator('[data-field="state"]').textContent();
+  // Said no to: nothing happens.
+  answer = false;
+  await head.getByRole('button', { name: `Force stop ${VM}` }).click();
+  if (!dialogs.length || !dialogs.at(-1).includes('lost')) throw new Error(`no data-loss warning: ${dialogs}`);
+  await page.waitForTimeout(1_000);
+  if ((await state()) !== 'running') throw new Error(`refusing the confirmation still acted: ${await state()}`);
+  // Said yes to: QEMU is ended, and the page shows it.
+  answer = true;
+  await head.getByRole('button', { name: `Force stop ${VM}` }).click();
+  await page.waitForFunction(
+    (vm) => document.querySelector(`section[data-vm="${vm}"] [data-field="state"]`).textContent === 'stopped',
+    VM,
+  );
+  if (dialogs.length !== 2) throw new Error(`expected two confirmations, saw ${dialogs.length}`);
 });
 
 await browser.close();

@@ -122,8 +122,8 @@ fn facts(st: &VmStatus) -> Markup {
     html! {
         p.facts {
             (st.cpus) " vCPUs · " (bytes(st.memory))
-            " · uptime " span data-field="uptime" { @if let Some(s) = st.uptime_seconds { (duration(s)) } @else { "–" } }
-            @if let Some(pid) = st.pid { " · pid " (pid) }
+            " · uptime " span data-field="uptime" data-empty="–" { @if let Some(s) = st.uptime_seconds { (duration(s)) } @else { "–" } }
+            " · pid " span data-field="pid" data-empty="–" { @if let Some(pid) = st.pid { (pid) } @else { "–" } }
             @if let Some(v) = &st.vnc { " · VNC " (v) }
         }
         @if !st.last_log.is_empty() {

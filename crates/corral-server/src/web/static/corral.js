@@ -55,7 +55,9 @@
       el.dataset.state = st.state;
       setState(field(el, 'state'), st.state);
       const up = field(el, 'uptime');
-      if (up) up.textContent = st.uptime_seconds != null ? duration(st.uptime_seconds) : '';
+      if (up) up.textContent = st.uptime_seconds != null ? duration(st.uptime_seconds) : up.dataset.empty || '';
+      const pid = field(el, 'pid');
+      if (pid) pid.textContent = st.pid != null ? st.pid : pid.dataset.empty || '';
       enableButtons(el, st.state);
     }
     const running = document.getElementById('running-count');
