@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what corral and its tests need on Debian 12 (bookworm): QEMU 7.2 (system
 # emulator and qemu-img, from the same release: a newer qemu-utils from backports must be
-# replaced, hence the pinned versions), busybox-static and cpio for the test guest.
+# replaced, hence the pinned versions), busybox-static and cpio for the test guest; chromium,
+# node and npm for the web page's end-to-end test (e2e/run.sh), and a font for its screenshots.
 # Idempotent: does nothing when everything is already in place.
 set -euo pipefail
 
@@ -17,9 +18,13 @@ have_img=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
 if [ -z "$have_qemu" ] || [ "$have_qemu" != "$have_img" ]; then
     need+=(qemu)
 fi
-for p in busybox-static cpio xz-utils; do
+for p in busybox-static cpio xz-utils chromium fonts-dejavu-core; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
+# Any node >= 18 runs the e2e test, wherever it came from (a distribution's nodejs may bundle
+# npm, and Debian's npm would conflict with it): only missing commands are installed.
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then
     echo "install-deps: everything is installed (qemu-system-x86 $have_qemu)" >&2
     exit 0
@@ -27,7 +32,10 @@ fi
 
 echo "install-deps: installing ${need[*]}" >&2
 $SUDO apt-get update -qq
-pkgs=(busybox-static cpio xz-utils)
+pkgs=()
+for p in "${need[@]}"; do
+    [ "$p" = qemu ] || pkgs+=("$p")
+done
 if [[ " ${need[*]} " == *" qemu "* ]]; then
     # The emulator's candidate version decides; qemu-utils must match it exactly.
     v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
@@ -35,4 +43,4 @@ if [[ " ${need[*]} " == *" qemu "* ]]; then
     pkgs+=("qemu-system-x86=$v" "qemu-utils=$v")
 fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades "${pkgs[@]}" >&2
-echo "install-deps: $(qemu-system-x86_64 --version | head -1); $(qemu-img --version | head -1)" >&2
+echo "install-deps: $(qemu-system-x86_64 --version | head -1); $(qemu-img --version | head -1); node $(node --version)" >&2

@@ -1,5 +1,5 @@
-//! `corral serve`: a versioned REST API (`/api/v1`) over the same engine the CLI uses, so
-//! both take the same per-VM locks and cannot race.
+//! `corral serve`: a versioned REST API (`/api/v1`) and a web page (`/`, see [`web`]) over
+//! the same engine the CLI uses, so all of them take the same per-VM locks and cannot race.
 //!
 //! Every call needs a bearer token (`corral token create --role R`); a viewer reads, an
 //! operator also acts on VMs, an admin also reads the audit log. Every mutating call is
@@ -18,6 +18,7 @@ mod api;
 pub mod auth;
 mod error;
 mod tls;
+mod web;
 pub use error::ApiError;
 pub use tls::{ensure_self_signed, TlsSource};
 
@@ -183,7 +184,10 @@ pub fn tls_certificate(source: &TlsSource) -> Result<std::path::PathBuf, ServeEr
     tls::server_config(source).map(|(_, cert)| cert)
 }
 
-/// The whole HTTP surface: the API under `/api/v1`.
+/// The whole HTTP surface: the API under `/api/v1`, the web page everywhere else.
 pub fn router(state: AppState) -> Router {
-    api::router().with_state(state)
+    web::router()
+        .merge(api::router())
+        .layer(axum::middleware::from_fn(web::html_not_found))
+        .with_state(state)
 }

@@ -29,8 +29,9 @@ pub use chunk::ChunkHash;
 pub use error::{Result, StoreError};
 pub use gc::{GcOptions, GcReport};
 pub use index::DiskIndex;
+// civil: the UTC calendar of manifest times, also used by the web page to show times.
 pub use manifest::{
-    is_valid_id as is_backup_id, BackupKind, BackupStats, DiskEntry, DiskInfo, Manifest, MANIFEST_VERSION,
+    civil, is_valid_id as is_backup_id, BackupKind, BackupStats, DiskEntry, DiskInfo, Manifest, MANIFEST_VERSION,
 };
 pub use prune::{select as prune_select, PruneDecision, PrunePolicy, Reasons as KeepReasons};
 pub use reader::{DiskReader, RestoredChunk, RestoredRun};

@@ -16,7 +16,7 @@ use crate::AppState;
 mod backups;
 mod events;
 pub(crate) mod jobs;
-mod session;
+pub(crate) mod session;
 mod vms;
 
 pub fn router() -> Router<AppState> {

@@ -4,6 +4,8 @@
 //! the environment is dropped, even when a test fails.
 #![allow(dead_code)]
 
+pub mod web;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

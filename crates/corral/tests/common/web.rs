@@ -1,0 +1,126 @@
+//! A tiny HTTP/1.1 client for the server tests: one request per connection, read to the end,
+//! with headers, cookies and form bodies; and the server started in-process on port 0.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use super::Env;
+
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Reply {
+    /// The value of a response header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One request with the given extra headers and body.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let out = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Reply {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+/// `application/x-www-form-urlencoded` of the fields.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A form post, with a session cookie if given.
+pub fn post_form(addr: SocketAddr, path: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Reply {
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    if let Some(c) = cookie {
+        headers.push(("Cookie", c));
+    }
+    request(addr, "POST", path, &headers, &form_body(fields))
+}
+
+/// A GET, with a session cookie if given.
+pub fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("Cookie", *c)).collect();
+    request(addr, "GET", path, &headers, "")
+}
+
+/// Starts `corral serve` in this process on 127.0.0.1:0 with the environment's config;
+/// returns its address. It runs until the test process ends.
+pub fn start_server(env: &Env) -> SocketAddr {
+    let cfg = corral_engine::HostConfig::load_file(&env.dir_path().join("corral.toml"), true).unwrap();
+    let engine = Arc::new(corral_engine::Engine::open(cfg).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let opts = corral_server::ServeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                insecure_http: false,
+                tls: None,
+            };
+            let listener = corral_server::bind(&opts).await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            corral_server::serve(engine, listener, std::future::pending())
+                .await
+                .unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// Adds a user with a password (through the CLI, as an admin would).
+pub fn add_user(env: &Env, name: &str, role: &str, password: &str) {
+    let mut c = env.cmd();
+    c.args(["user", "add", name, "--role", role, "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "user add {name}");
+}
