@@ -80,6 +80,12 @@ pub enum EngineError {
     /// nothing was changed.
     #[error("{0}")]
     BadRequest(String),
+    /// An edit made from an old read of the spec: someone changed it since.
+    #[error("the spec of VM {name} changed since it was read (generation {expected}, now {current}); read it again and retry")]
+    Stale { name: String, expected: i64, current: i64 },
+    /// A backup id the store does not have.
+    #[error("{operation}: {message}")]
+    NoSuchBackup { operation: String, message: String },
     #[error("VM {vm} has no disk named {disk:?}; its disks: {known}")]
     NoSuchDisk { vm: String, disk: String, known: String },
 }
@@ -144,6 +150,8 @@ impl EngineError {
             EngineError::Timeout { .. } => "timeout",
             EngineError::BadRequest(_) => "invalid",
             EngineError::NoSuchDisk { .. } => "not-found",
+            EngineError::Stale { .. } => "stale",
+            EngineError::NoSuchBackup { .. } => "not-found",
         }
     }
 }
