@@ -2,7 +2,8 @@
 # Installs what corral and its tests need on Debian 12 (bookworm): QEMU 7.2 (system
 # emulator and qemu-img, from the same release: a newer qemu-utils from backports must be
 # replaced, hence the pinned versions), busybox-static and cpio for the test guest; chromium,
-# node and npm for the web page's end-to-end test (e2e/run.sh), and a font for its screenshots.
+# node and npm for the web page's end-to-end test (e2e/run.sh), and a font for its screenshots;
+# and the OpenAPI validator (below).
 # Idempotent: does nothing when everything is already in place.
 set -euo pipefail
 
@@ -12,13 +13,30 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO=sudo
 fi
 
+# openapi-spec-validator (PyPI) checks docs/api/openapi.json (scripts/check-openapi.sh). It
+# lives in a venv of its own under the user's cache dir, so no system Python is touched.
+OPENAPI_VALIDATOR_VERSION=0.9.0
+OPENAPI_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/corral/openapi-venv"
+install_openapi_validator() {
+    if "$OPENAPI_VENV/bin/python" -m pip show openapi-spec-validator 2>/dev/null \
+        | grep -qx "Version: $OPENAPI_VALIDATOR_VERSION"; then
+        return 0
+    fi
+    echo "install-deps: openapi-spec-validator $OPENAPI_VALIDATOR_VERSION in $OPENAPI_VENV" >&2
+    rm -rf "$OPENAPI_VENV"
+    mkdir -p "$(dirname "$OPENAPI_VENV")"
+    python3 -m venv "$OPENAPI_VENV"
+    "$OPENAPI_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" >&2
+}
+
 need=()
 have_qemu=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
 have_img=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
 if [ -z "$have_qemu" ] || [ "$have_qemu" != "$have_img" ]; then
     need+=(qemu)
 fi
-for p in busybox-static cpio xz-utils chromium fonts-dejavu-core; do
+for p in busybox-static cpio xz-utils chromium fonts-dejavu-core python3-venv; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 # Any node >= 18 runs the e2e test, wherever it came from (a distribution's nodejs may bundle
@@ -26,6 +44,7 @@ done
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then
+    install_openapi_validator
     echo "install-deps: everything is installed (qemu-system-x86 $have_qemu)" >&2
     exit 0
 fi
@@ -44,3 +63,4 @@ if [[ " ${need[*]} " == *" qemu "* ]]; then
 fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades "${pkgs[@]}" >&2
 echo "install-deps: $(qemu-system-x86_64 --version | head -1); $(qemu-img --version | head -1); node $(node --version)" >&2
+install_openapi_validator

@@ -80,6 +80,12 @@ pub enum EngineError {
     /// nothing was changed.
     #[error("{0}")]
     BadRequest(String),
+    /// An edit made from an old read of the spec: someone changed it since.
+    #[error("the spec of VM {name} changed since it was read (generation {expected}, now {current}); read it again and retry")]
+    Stale { name: String, expected: i64, current: i64 },
+    /// A backup id the store does not have.
+    #[error("{operation}: {message}")]
+    NoSuchBackup { operation: String, message: String },
     #[error("VM {vm} has no disk named {disk:?}; its disks: {known}")]
     NoSuchDisk { vm: String, disk: String, known: String },
     #[error("no schedule named {0:?}; `corral schedule list` shows the schedules ([[schedule]] in the config file)")]
@@ -151,6 +157,8 @@ impl EngineError {
             EngineError::NoSuchDisk { .. } => "not-found",
             EngineError::NoSuchSchedule(_) => "not-found",
             EngineError::ScheduleBusy { .. } => "busy",
+            EngineError::Stale { .. } => "stale",
+            EngineError::NoSuchBackup { .. } => "not-found",
         }
     }
 }

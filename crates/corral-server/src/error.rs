@@ -12,6 +12,18 @@ pub struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) kind: &'static str,
     pub(crate) message: String,
+    /// The resource's current `ETag` (a 412 carries it, so the caller can read again).
+    pub(crate) etag: Option<String>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong and, where there is one, what to do about it.
+    pub error: String,
+    /// A machine-readable kind: `invalid`, `not-found`, `exists`, `busy`, `wrong-state`,
+    /// `in-use`, `stale`, `unauthorized`, `forbidden`, `csrf`, `precondition-required`, …
+    pub kind: String,
 }
 
 impl ApiError {
@@ -20,6 +32,7 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            etag: None,
         }
     }
 
@@ -58,15 +71,23 @@ impl From<EngineError> for ApiError {
             "not-found" => StatusCode::NOT_FOUND,
             "exists" | "busy" | "wrong-state" | "in-use" | "port-in-use" => StatusCode::CONFLICT,
             "timeout" => StatusCode::GATEWAY_TIMEOUT,
+            "stale" => StatusCode::PRECONDITION_FAILED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, kind, e.to_string())
+        let mut err = ApiError::new(status, kind, e.to_string());
+        if let EngineError::Stale { current, .. } = e {
+            err.etag = Some(etag(current));
+        }
+        err
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(json!({"error": self.message, "kind": self.kind}))).into_response();
+        if let Some(tag) = self.etag.and_then(|t| header::HeaderValue::from_str(&t).ok()) {
+            r.headers_mut().insert(header::ETAG, tag);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -84,9 +105,34 @@ pub(crate) fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8
     json_body(body)
 }
 
-/// A JSON request body that must be exactly a `T`: a 400 naming the field or the syntax error.
+/// A JSON request body that must be exactly a `T`: a 400 naming the field (by its path, as
+/// `disks[0].size`) or the syntax error.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v = serde_path_to_error::deserialize(&mut de).map_err(|e| body_error("the request body", e))?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("the request body: {e}")))?;
+    Ok(v)
+}
+
+/// A part of a request body (already parsed as JSON) that must be exactly a `T`; errors
+/// name the field under `what`.
+pub(crate) fn json_part<T: serde::de::DeserializeOwned>(what: &str, v: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(|e| body_error(what, e))
+}
+
+fn body_error<E: std::fmt::Display>(what: &str, e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    if path == "." {
+        ApiError::bad_request(format!("{what}: {}", e.inner()))
+    } else {
+        ApiError::bad_request(format!("{what}: {path}: {}", e.inner()))
+    }
+}
+
+/// The `ETag` of a VM record at `generation`.
+pub(crate) fn etag(generation: i64) -> String {
+    format!("\"{generation}\"")
 }
 
 /// A query string that does not parse (or has unknown parameters) is a 400.

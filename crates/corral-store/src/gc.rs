@@ -34,6 +34,7 @@ impl Default for GcOptions {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GcReport {
     /// Chunk records removed (unreferenced, or duplicate copies).
     pub chunks_freed: u64,

@@ -11,6 +11,7 @@ use crate::error::{Result, StoreError};
 pub const MANIFEST_VERSION: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BackupKind {
     /// Every disk's content read in full.
@@ -24,6 +25,7 @@ pub enum BackupKind {
 
 /// What the caller knows about a disk; stored as is in the manifest.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiskInfo {
     /// Unique within the backup; how restore and incrementals find the disk.
     pub name: String,
@@ -37,6 +39,7 @@ pub struct DiskInfo {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiskEntry {
     #[serde(flatten)]
     pub info: DiskInfo,
@@ -48,6 +51,7 @@ pub struct DiskEntry {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BackupStats {
     /// Bytes handed to `write_chunk` (zeros included).
     pub bytes_read: u64,
@@ -66,6 +70,7 @@ pub struct BackupStats {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Manifest {
     pub format_version: u32,
     pub id: String,

@@ -28,6 +28,7 @@ impl PrunePolicy {
 
 /// Why a backup is kept (empty: removed).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reasons {
     pub last: bool,
     pub daily: bool,
@@ -89,6 +90,7 @@ pub fn select(backups: &[(String, i64)], policy: &PrunePolicy) -> Vec<Reasons> {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PruneDecision {
     pub id: String,
     pub time: String,

@@ -13,6 +13,7 @@ use crate::store::{PackFiles, Store};
 
 /// One place a chunk is used.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkRef {
     pub backup: String,
     pub vm: String,
@@ -21,6 +22,7 @@ pub struct ChunkRef {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkProblem {
     pub hash: String,
     /// What is wrong ("is missing ...", "content does not match its hash ...").
@@ -30,12 +32,14 @@ pub struct ChunkProblem {
 
 /// A backup whose manifest or disk index cannot be read at all.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrokenBackup {
     pub backup: String,
     pub error: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyReport {
     pub backups_checked: usize,
     pub chunks_checked: u64,

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// One image file in a disk's backing chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChainLayer {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub path: PathBuf,
     pub format: String,
     /// Bytes the file takes on the host (`actual-size`).
@@ -27,6 +29,7 @@ pub struct ChainLayer {
 
 /// One disk of a VM: its chain from the active layer (first) down to the bottom image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiskChain {
     pub disk: String,
     pub virtual_size: u64,
@@ -45,7 +48,9 @@ pub struct DiskChain {
 
 /// A frozen base image and the linked clones that stand on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageInfo {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub path: PathBuf,
     /// The VM the base was frozen from (its directory holds the file).
     pub owner: String,
@@ -65,6 +70,7 @@ pub struct ImageInfo {
 
 /// What `corral vm clone` made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CloneReport {
     pub name: String,
     pub source: String,
@@ -79,22 +85,28 @@ pub struct CloneReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClonedDisk {
     pub disk: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub path: PathBuf,
     /// For a linked clone: the read-only base its overlay stands on.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub base: Option<PathBuf>,
 }
 
 /// One disk merged by `corral disk commit` (or `consolidate`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitReport {
     pub vm: String,
     pub disk: String,
     /// The overlay that was merged and then removed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub overlay: PathBuf,
     /// The layer it was merged into, now the disk's active layer.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub into: PathBuf,
     /// Bytes the overlay had allocated.
     pub merged_bytes: u64,
@@ -105,6 +117,7 @@ pub struct CommitReport {
 
 /// What `corral disk consolidate` did with one disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsolidateItem {
     pub vm: String,
     pub disk: String,

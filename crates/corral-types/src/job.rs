@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Running,
@@ -39,6 +40,7 @@ impl fmt::Display for JobState {
 
 /// One job, as `corral job list --json` prints it and as progress lines stream it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInfo {
     pub id: i64,
     pub vm: String,
@@ -66,6 +68,7 @@ pub struct JobInfo {
 
 /// What a backup or restore has moved so far, in bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferBytes {
     /// Read from the disk (backup) or from the store (restore), uncompressed.
     pub read: u64,

@@ -10,6 +10,8 @@ mod disk;
 pub mod human;
 pub mod job;
 pub mod name;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod schedule;
 pub mod spec;
 pub mod status;

@@ -46,6 +46,7 @@ macro_rules! str_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $s:literal),+ $(,)? } default $def:ident) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "kebab-case")]
         pub enum $name { $(#[serde(rename = $s)] $variant,)+ }
         impl $name {
@@ -89,6 +90,7 @@ str_enum!(Machine { Q35 = "q35", Pc = "pc" } default Q35);
 
 /// A complete VM definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VmSpec {
     pub name: VmName,
@@ -117,6 +119,7 @@ pub struct VmSpec {
     pub guest_agent: bool,
     /// An ISO attached as a CD-ROM drive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub cdrom: Option<PathBuf>,
     #[serde(default)]
     pub disks: Vec<DiskSpec>,
@@ -132,6 +135,7 @@ pub struct VmSpec {
 
 /// How `corral backup run` treats this VM unless told otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BackupSpec {
     /// Back up the system disk(s) only and record the data disks' shape (`--skeleton` by
@@ -157,6 +161,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DiskSpec {
     /// Short name used on the command line (`corral disk resize VM NAME`); generated
@@ -165,6 +170,7 @@ pub struct DiskSpec {
     pub name: String,
     /// An existing image, or where to create one when `size` is given too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub path: Option<PathBuf>,
     /// Size of a qcow2 image that corral creates for you.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,20 +184,24 @@ pub struct DiskSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BootSpec {
     /// `auto`: kernel when one is given, else the first disk, else the CD-ROM.
     #[serde(default)]
     pub from: BootFrom,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub kernel: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub initrd: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     #[serde(default)]
@@ -207,6 +217,7 @@ pub struct NetworkSpec {
 
 /// A user-mode network port forward: connections to `host_addr:host` reach the guest's `guest` port.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PortForward {
     #[serde(default)]
@@ -222,6 +233,7 @@ fn loopback() -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DisplaySpec {
     #[serde(default)]

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The state of a VM, always derived afresh from the pidfile, the process and QMP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// No QEMU process, no saved state.
@@ -44,6 +45,7 @@ impl fmt::Display for RunState {
 
 /// One VM as `list --json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmStatus {
     pub name: String,
     pub uuid: String,
@@ -70,6 +72,7 @@ pub struct VmStatus {
 
 /// How a `stop` ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StopOutcome {
     pub name: String,
     /// The guest shut itself down (QEMU `SHUTDOWN` event with `guest: true`).

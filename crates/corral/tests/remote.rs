@@ -2,6 +2,8 @@
 //! engine, real QEMU guest) print what they print locally, and fail the same way.
 
 mod common;
+#[path = "common/http.rs"]
+mod http;
 
 use std::process::Output;
 
@@ -41,7 +43,7 @@ fn remote_commands_print_what_local_ones_print() {
     env.ok(&["store", "init"]);
     let op = env.ok(&["token", "create", "--role", "operator"]).trim().to_string();
     let viewer = env.ok(&["token", "create", "--role", "viewer"]).trim().to_string();
-    let url = format!("http://{}", common::start_server(&env));
+    let url = format!("http://{}", http::start_server(&env));
     let r = |args: &[&str]| remote(&env, &url, Some(&op), args);
 
     // Reading: byte for byte the same, as a table and as JSON.

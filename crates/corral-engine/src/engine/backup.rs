@@ -24,6 +24,7 @@ use crate::error::EngineError;
 
 /// What `corral backup run` reports per VM.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BackupReport {
     pub id: String,
     pub vm: String,
@@ -46,7 +47,15 @@ fn bitmap_name(backup_id: &str) -> String {
 
 /// A backup id the store does not know (or cannot read) is bad input, pointing at the list.
 pub(crate) fn no_such_backup(op: &str, e: corral_store::StoreError) -> EngineError {
-    EngineError::invalid("-", op, format!("{e}; `corral backup list` shows the backups"))
+    let message = format!("{e}; `corral backup list` shows the backups");
+    match e {
+        // Not found (exit 2 like bad input; 404 over the API).
+        corral_store::StoreError::BackupNotFound(_) => EngineError::NoSuchBackup {
+            operation: op.to_string(),
+            message,
+        },
+        _ => EngineError::invalid("-", op, message),
+    }
 }
 
 pub(crate) fn store_err(e: corral_store::StoreError) -> EngineError {
@@ -357,6 +366,7 @@ pub fn manifest_spec(m: &Manifest) -> Option<VmSpec> {
 
 /// One line of `corral backup list`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BackupSummary {
     pub id: String,
     pub vm: String,
@@ -484,6 +494,12 @@ impl Engine {
 impl Engine {
     /// One backup's manifest.
     pub fn backup_manifest(&self, id: &str) -> Result<Manifest, EngineError> {
+        if !self.store_exists() {
+            return Err(EngineError::NoSuchBackup {
+                operation: "backup".into(),
+                message: format!("no backup {id}: there are no backups yet"),
+            });
+        }
         self.backup_store()?
             .manifest(id)
             .map_err(|e| no_such_backup("backup", e))

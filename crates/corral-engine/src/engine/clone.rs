@@ -139,7 +139,7 @@ impl Engine {
             nspec.network.forwards.clear();
             cleared.push("network.forwards (host ports belong to one VM)".to_string());
         }
-        self.normalize(&mut nspec, None);
+        self.normalize(&mut nspec, super::define::Given::All);
 
         let kind = if linked { "linked clone" } else { "full clone" };
         let job = self.job_begin(src, "clone", &format!("{kind} {src} → {new}"))?;

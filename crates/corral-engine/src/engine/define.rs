@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use corral_types::{
-    Accel, BootFrom, BootSpec, ByteSize, DiskFormat, DiskSpec, DisplayMode, MacAddr, NetworkMode, RunState, VmName,
-    VmSpec,
+    Accel, BootFrom, BootSpec, ByteSize, DiskFormat, DiskSpec, DisplayMode, MacAddr, NetworkMode, RunState, SpecError,
+    VmName, VmSpec,
 };
 use serde::Serialize;
 
@@ -40,11 +40,14 @@ pub struct CreateOptions {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteReport {
     pub name: String,
     /// Disk images removed (only ones corral created in the VM's directory).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub removed: Vec<PathBuf>,
     /// Disk images left in place (external images, or all with `--keep-disks`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub kept: Vec<PathBuf>,
     pub discarded_saved_state: bool,
 }
@@ -122,31 +125,83 @@ pub(crate) fn create_qcow2(img: &str, path: &Path, size: ByteSize) -> Result<(),
     Ok(())
 }
 
+/// Which keys a spec document set itself; the others take the host defaults.
+pub(crate) enum Given<'a> {
+    /// A complete spec (an edit, a clone, a restore): nothing is defaulted.
+    All,
+    Toml(&'a toml::Table),
+    Json(&'a serde_json::Map<String, serde_json::Value>),
+}
+
+impl Given<'_> {
+    /// Whether the document set `key` (at the top, or in `table`).
+    fn has(&self, table: Option<&str>, key: &str) -> bool {
+        match (self, table) {
+            (Given::All, _) => true,
+            (Given::Toml(t), None) => t.contains_key(key),
+            (Given::Toml(t), Some(tb)) => t
+                .get(tb)
+                .and_then(|v| v.as_table())
+                .is_some_and(|t| t.contains_key(key)),
+            (Given::Json(m), None) => m.get(key).is_some_and(|v| !v.is_null()),
+            (Given::Json(m), Some(tb)) => m
+                .get(tb)
+                .and_then(|v| v.as_object())
+                .is_some_and(|t| t.get(key).is_some_and(|v| !v.is_null())),
+        }
+    }
+}
+
+/// A spec from JSON (the REST API): unknown fields refused, errors with the field's path
+/// (`disks[0].sise: unknown field …`).
+fn spec_from_json(doc: &serde_json::Value) -> Result<VmSpec, EngineError> {
+    let spec: VmSpec = serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        SpecError::Parse(if path == "." { inner } else { format!("{path}: {inner}") })
+    })?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Relative paths make no sense without a spec file to be relative to.
+fn refuse_relative(name: &str, op: &str, spec: &VmSpec) -> Result<(), EngineError> {
+    let relative: Vec<String> = [
+        spec.boot.kernel.as_ref(),
+        spec.boot.initrd.as_ref(),
+        spec.cdrom.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(spec.disks.iter().filter_map(|d| d.path.as_ref()))
+    .filter(|p| p.is_relative())
+    .map(|p| p.display().to_string())
+    .collect();
+    if relative.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::invalid(
+        name,
+        op,
+        format!("paths must be absolute here: {}", relative.join(", ")),
+    ))
+}
+
 impl Engine {
     /// Fills in what the host decides: generated ids and disk names, host defaults for keys
     /// the spec document did not set.
-    pub(crate) fn normalize(&self, spec: &mut VmSpec, raw: Option<&toml::Table>) {
+    pub(crate) fn normalize(&self, spec: &mut VmSpec, given: Given<'_>) {
         let d = &self.cfg.defaults;
-        let absent = |key: &str| raw.map(|t| !t.contains_key(key)).unwrap_or(false);
-        let absent_in = |table: &str, key: &str| {
-            raw.map(|t| {
-                t.get(table)
-                    .and_then(|v| v.as_table())
-                    .map(|t| !t.contains_key(key))
-                    .unwrap_or(true)
-            })
-            .unwrap_or(false)
-        };
-        if absent("cpus") {
+        if !given.has(None, "cpus") {
             spec.cpus = d.cpus;
         }
-        if absent("memory") {
+        if !given.has(None, "memory") {
             spec.memory = d.memory;
         }
-        if absent_in("display", "mode") {
+        if !given.has(Some("display"), "mode") {
             spec.display.mode = d.display;
         }
-        if absent_in("network", "mode") {
+        if !given.has(Some("network"), "mode") {
             spec.network.mode = d.network;
         }
         if spec.uuid.is_none() {
@@ -176,7 +231,17 @@ impl Engine {
         if let Some(b) = base {
             absolutize(&mut spec, b);
         }
-        self.normalize(&mut spec, Some(&raw));
+        self.normalize(&mut spec, Given::Toml(&raw));
+        self.define(spec)
+    }
+
+    /// Defines a VM from a spec as a JSON document (the REST API): the same checks and host
+    /// defaults as [`Engine::define_toml`]; paths must be absolute.
+    pub fn define_json(&self, doc: &serde_json::Value) -> Result<VmSpec, EngineError> {
+        let mut spec = spec_from_json(doc)?;
+        refuse_relative(spec.name.as_str(), "define", &spec)?;
+        let keys = doc.as_object().cloned().unwrap_or_default();
+        self.normalize(&mut spec, Given::Json(&keys));
         self.define(spec)
     }
 
@@ -217,7 +282,7 @@ impl Engine {
             cmdline: o.cmdline,
         };
         spec.validate()?;
-        self.normalize(&mut spec, None);
+        self.normalize(&mut spec, Given::All);
         self.define(spec)
     }
 
@@ -273,42 +338,33 @@ impl Engine {
     /// Replaces a VM's spec with an edited document. `generation` guards against lost
     /// updates. Changes apply at the next cold start. Returns the new spec.
     pub fn update_toml(&self, name: &str, text: &str, generation: i64) -> Result<VmSpec, EngineError> {
+        self.update(name, VmSpec::from_toml(text)?, generation)
+    }
+
+    /// [`Engine::update_toml`] with the spec as a JSON document (the REST API).
+    pub fn update_json(&self, name: &str, doc: &serde_json::Value, generation: i64) -> Result<VmSpec, EngineError> {
+        self.update(name, spec_from_json(doc)?, generation)
+    }
+
+    fn update(&self, name: &str, mut spec: VmSpec, generation: i64) -> Result<VmSpec, EngineError> {
         let old = self.get(name)?;
         let _lock = self.lock(&old.spec.name, "edit")?;
-        let mut spec = VmSpec::from_toml(text)?;
         if spec.name != old.spec.name {
-            return Err(EngineError::op(name, "edit", format!(
+            return Err(EngineError::invalid(name, "edit", format!(
                 "the name cannot change (from {} to {}); a VM's name is its identity — clone it under the new name instead",
                 old.spec.name, spec.name
             )));
         }
         if spec.uuid.is_some() && spec.uuid != old.spec.uuid {
-            return Err(EngineError::op(
+            return Err(EngineError::invalid(
                 name,
                 "edit",
                 "the uuid cannot change; remove the line to keep the current one",
             ));
         }
         spec.uuid = old.spec.uuid;
-        let relative: Vec<String> = [
-            spec.boot.kernel.as_ref(),
-            spec.boot.initrd.as_ref(),
-            spec.cdrom.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .chain(spec.disks.iter().filter_map(|d| d.path.as_ref()))
-        .filter(|p| p.is_relative())
-        .map(|p| p.display().to_string())
-        .collect();
-        if !relative.is_empty() {
-            return Err(EngineError::op(
-                name,
-                "edit",
-                format!("paths must be absolute here: {}", relative.join(", ")),
-            ));
-        }
-        self.normalize(&mut spec, None);
+        refuse_relative(name, "edit", &spec)?;
+        self.normalize(&mut spec, Given::All);
         let paths = self.paths(&spec.name);
         check_files(&spec, &paths, false)?;
         let mut created = vec![];

@@ -17,6 +17,7 @@ use crate::process::{find_binary, lookup_user, send_signal, spawn_detached, tail
 use crate::qemu_args::{qemu_argv, LaunchPlan};
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StartInfo {
     pub name: String,
     pub pid: u32,

@@ -45,6 +45,7 @@ pub struct RestoreRequest {
 
 /// One disk of a restore.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoredDisk {
     pub name: String,
     pub size: u64,
@@ -53,11 +54,13 @@ pub struct RestoredDisk {
     pub how: String,
     /// Bytes of data written (zero stretches are not counted).
     pub written: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub path: PathBuf,
 }
 
 /// What `corral backup restore` did.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreReport {
     pub backup: String,
     /// The VM restored into.
@@ -200,7 +203,7 @@ impl Engine {
                     path: target,
                 });
             }
-            self.normalize(&mut spec, None);
+            self.normalize(&mut spec, super::define::Given::All);
             self.reg().insert(&spec)
         }
         .await;

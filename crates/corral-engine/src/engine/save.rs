@@ -34,6 +34,7 @@ struct SavedMeta {
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SaveInfo {
     pub name: String,
     pub bytes: u64,

@@ -23,6 +23,7 @@ use crate::process::wait_gone;
 
 /// One internal snapshot, present on every disk of the VM.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotInfo {
     pub name: String,
     /// Unix seconds.

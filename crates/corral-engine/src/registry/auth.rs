@@ -26,6 +26,7 @@ pub struct TokenRow {
 
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditRow {
     pub id: i64,
     pub time_ms: i64,

@@ -306,11 +306,15 @@ impl Registry {
             )
             .map_err(self.db())?;
         if n == 0 {
-            return Err(EngineError::op(
-                spec.name.as_str(),
-                "update",
-                "the spec changed since it was read (someone else edited it); read it again and retry",
-            ));
+            let current = self.get(spec.name.as_str())?.map(|r| r.generation);
+            return Err(match current {
+                Some(current) => EngineError::Stale {
+                    name: spec.name.to_string(),
+                    expected: generation,
+                    current,
+                },
+                None => EngineError::NotFound(spec.name.to_string()),
+            });
         }
         Ok(generation + 1)
     }

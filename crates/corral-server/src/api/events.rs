@@ -23,9 +23,19 @@ struct EventFeed {
     pending: std::collections::VecDeque<axum::response::sse::Event>,
 }
 
-/// `GET /api/v1/events`: server-sent events. `job` events carry a job's progress (as
-/// `GET /api/v1/jobs/ID` shows it) for jobs this daemon runs; `vm` events carry a VM's
-/// status when its state changes (first every VM once).
+/// Server-sent events: job progress and VM state changes.
+///
+/// `job` events carry a job's progress (as `GET /api/v1/jobs/ID` shows it) for jobs this
+/// daemon runs; `vm` events carry a VM's status (as in `GET /api/v1/vms`) when its state
+/// changes, first every VM once. `lagged` says how many events a slow reader missed.
+#[utoipa::path(
+    get, operation_id = "events", path = "/api/v1/events", tag = "jobs",
+    responses(
+        (status = 200, description = "An endless `text/event-stream`; each event's data is a JobInfo (`job`) or a VmStatus (`vm`)",
+            content_type = "text/event-stream", body = String),
+        (status = 401, description = "No valid credentials", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     _c: Caller,

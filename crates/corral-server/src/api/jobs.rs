@@ -12,13 +12,16 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::Caller;
-use crate::error::{bad_query, vm_name, ApiError};
+use crate::error::{bad_query, vm_name, ApiError, ErrorBody};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct JobQuery {
+    /// Only this VM's jobs.
     vm: Option<String>,
+    /// At most this many (default 50, at most 1000).
     #[serde(default = "fifty")]
     limit: usize,
 }
@@ -27,21 +30,39 @@ fn fifty() -> usize {
     50
 }
 
-/// `GET /api/v1/jobs?vm=&limit=`: the newest jobs first.
+/// List jobs, newest first (as `corral job list --json`).
+#[utoipa::path(
+    get, operation_id = "listJobs", path = "/api/v1/jobs", tag = "jobs",
+    params(JobQuery),
+    responses(
+        (status = 200, description = "The jobs", body = Vec<corral_types::JobInfo>),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     _c: Caller,
     q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<corral_types::JobInfo>>, ApiError> {
     let Query(q) = q.map_err(bad_query)?;
     if let Some(vm) = &q.vm {
         vm_name(vm)?;
     }
-    Ok(Json(json!(state.engine.jobs(q.vm.as_deref(), q.limit.min(1000))?)))
+    Ok(Json(state.engine.jobs(q.vm.as_deref(), q.limit.min(1000))?))
 }
 
-/// `GET /api/v1/jobs/ID`: a job's state and progress; once a job this daemon started has
-/// ended, also `result`: `{"ok": <what the call would have answered>}` or `{"error", "kind"}`.
+/// A job's state and progress.
+#[utoipa::path(
+    get, operation_id = "showJob", path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = corral_types::JobInfo),
+        (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn show(State(state): State<AppState>, _c: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id: i64 = id
         .parse()
@@ -53,21 +74,29 @@ pub async fn show(State(state): State<AppState>, _c: Caller, Path(id): Path<Stri
     Ok(Json(v))
 }
 
-/// Runs `work` (a long engine operation on `vm` that records a job of `kind`) in the
+/// The answer of a long operation: its job (`GET /api/v1/jobs/ID` follows it).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub job: corral_types::JobInfo,
+}
+
+/// Runs `work` (a long engine operation on `vm` that records a job of `kind`, which is also
+/// its action in the audit log) in the
 /// background and answers `202 Accepted` with that job (and `Location:` its URL) as soon as
 /// the engine has begun it. When the work ends before a job appears — refused at once (no
-/// such VM, busy lock) or simply quick — its result is the answer (`200`, or the error).
+/// such VM, busy lock) or simply quick, like a snapshot of a stopped VM — its result is the
+/// answer: `201 Created` with `Location: created` when given, else `200`; or the error.
 ///
 /// The work is written to the audit log when it ends (`ok: ` and its `summary`), is waited for when the daemon stops,
 /// and is dropped (its job recorded as failed, as after a crash) on a second SIGTERM.
 pub(crate) async fn accepted<T, F, S>(
     state: &AppState,
     caller: &Caller,
-    action: &'static str,
     vm: &str,
     kind: &'static str,
     work: F,
     summary: S,
+    created: Option<String>,
 ) -> Result<Response, ApiError>
 where
     T: Serialize + Send + 'static,
@@ -78,7 +107,7 @@ where
     let mut events = state.engine.job_events();
     let (st, who, target) = (state.clone(), caller.who().to_string(), vm.to_string());
     // The task's own view of the job stream: its job's events (the last one is its end) name
-    // the id its result is kept under.
+    // the id its result is kept under, for `GET /api/v1/jobs/ID`.
     let mut own = state.engine.job_events();
     let mut task = state.jobs.spawn(async move {
         let r = tokio::select! {
@@ -89,7 +118,7 @@ where
             Ok(v) => format!("ok: {}", summary(v)),
             Err(e) => format!("error: {}", e.message()),
         };
-        st.engine.audit(&who, action, &target, &outcome);
+        st.engine.audit(&who, kind, &target, &outcome);
         let mut id = None;
         loop {
             match own.try_recv() {
@@ -108,16 +137,19 @@ where
             ev = events.recv() => match ev {
                 Ok(j) if j.vm == vm && j.kind == kind => {
                     let location = format!("/api/v1/jobs/{}", j.id);
-                    return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(json!({"job": j}))).into_response());
+                    return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(Accepted { job: j })).into_response());
                 }
                 Ok(_) | Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return Err(ApiError::internal("the job stream closed")),
             },
             done = &mut task => {
                 return match done {
-                    Ok(Ok(result)) => Ok((StatusCode::OK, Json(json!(result))).into_response()),
+                    Ok(Ok(result)) => Ok(match created {
+                        Some(location) => (StatusCode::CREATED, [(header::LOCATION, location)], Json(result)).into_response(),
+                        None => (StatusCode::OK, Json(result)).into_response(),
+                    }),
                     Ok(Err(e)) => Err(e),
-                    Err(e) => Err(ApiError::internal(format!("the {action} task failed: {e}"))),
+                    Err(e) => Err(ApiError::internal(format!("the {kind} task failed: {e}"))),
                 };
             }
         }
@@ -169,7 +201,7 @@ mod tests {
         // No engine job appears for this work, so the call answers when the work ends: run
         // it as its own task and give it a moment to be tracked.
         let (s, c) = (state.clone(), caller());
-        tokio::spawn(async move { accepted(&s, &c, "test", "vm", "test", work, |n| format!("{n}")).await });
+        tokio::spawn(async move { accepted(&s, &c, "vm", "test", work, |n| format!("{n}"), None).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         tx
     }
@@ -184,11 +216,11 @@ mod tests {
         let refused = accepted(
             &st,
             &caller(),
-            "test",
             "vm",
             "test",
             async { Ok::<_, EngineError>(1) },
             |_| String::new(),
+            None,
         )
         .await
         .unwrap_err();

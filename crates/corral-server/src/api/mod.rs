@@ -1,34 +1,60 @@
 //! `/api/v1`: the versioned REST API. Bodies are JSON with the CLI's types and unknown fields
 //! refused; errors are `{"error", "kind"}` with the status of [`ApiError`]. Long operations
-//! answer `202 Accepted` with their job (see [`jobs::accepted`]).
+//! answer `202 Accepted` with their job (see [`jobs::accepted`]). The OpenAPI document
+//! (`openapi.rs`) is made from the handlers' annotations and served at
+//! `/api/v1/openapi.json`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use corral_engine::registry::AuditRow;
 use corral_types::Role;
-use serde_json::{json, Value};
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 
 mod backups;
+mod define;
 mod events;
 pub(crate) mod jobs;
+pub mod openapi;
 pub(crate) mod session;
+mod snapshots;
 mod vms;
 
+/// Every route. Fixed segments (`snapshots`, `clone`, `backup`) take precedence over
+/// `{action}` in the router, so they never reach the action handler.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/api/v1/login", post(session::login))
         .route("/api/v1/logout", post(session::logout))
         .route("/api/v1/whoami", get(session::whoami))
-        .route("/api/v1/vms", get(vms::list))
-        .route("/api/v1/vms/{name}", get(vms::show))
+        .route("/api/v1/vms", get(vms::list).post(define::define))
+        .route(
+            "/api/v1/vms/{name}",
+            get(vms::show).put(define::edit).delete(define::delete),
+        )
         .route("/api/v1/vms/{name}/{action}", post(vms::action))
         .route("/api/v1/vms/{name}/backup", post(backups::run))
+        .route("/api/v1/vms/{name}/clone", post(snapshots::clone))
+        .route(
+            "/api/v1/vms/{name}/snapshots",
+            get(snapshots::list).post(snapshots::create),
+        )
+        .route(
+            "/api/v1/vms/{name}/snapshots/{snap}",
+            get(snapshots::show).delete(snapshots::delete),
+        )
+        .route("/api/v1/vms/{name}/snapshots/{snap}/revert", post(snapshots::revert))
         .route("/api/v1/backups", get(backups::list))
+        .route("/api/v1/backups/verify", post(backups::verify))
+        .route("/api/v1/backups/prune", post(backups::prune))
+        .route("/api/v1/backups/{id}", get(backups::show))
+        .route("/api/v1/backups/{id}/restore", post(backups::restore))
+        .route("/api/v1/store/gc", post(backups::gc))
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/jobs", get(jobs::list))
         .route("/api/v1/jobs/{id}", get(jobs::show))
@@ -36,9 +62,18 @@ pub fn router() -> Router<AppState> {
         .fallback(|| async { ApiError::not_found("no such API path; see /api/v1/openapi.json") })
 }
 
-async fn audit_log(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+/// The audit log, newest first: who did what through the API, and how it ended.
+#[utoipa::path(
+    get, operation_id = "auditLog", path = "/api/v1/audit", tag = "session",
+    responses(
+        (status = 200, description = "The last 500 lines", body = Vec<AuditRow>),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "Needs the admin role", body = ErrorBody),
+    )
+)]
+async fn audit_log(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<AuditRow>>, ApiError> {
     caller.require(Role::Admin, "reading the audit log")?;
-    Ok(Json(json!(state.engine.audit_log(500)?)))
+    Ok(Json(state.engine.audit_log(500)?))
 }
 
 /// Refuses new work once the daemon is stopping (503: try again when it is back).

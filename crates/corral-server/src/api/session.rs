@@ -7,14 +7,14 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use corral_types::Role;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::{cookie, Caller, Peer, SESSION_COOKIE};
-use crate::error::{json_body, ApiError};
+use crate::error::{json_body, ApiError, ErrorBody};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     pub user: String,
@@ -76,8 +76,40 @@ pub(crate) async fn check_login(
     }
 }
 
-/// `POST /api/v1/login` `{"user", "password"}`: sets the session cookie and answers the
-/// session's CSRF token, which every mutating call must send as `X-CSRF-Token`.
+/// A new session.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LoginAnswer {
+    pub user: String,
+    pub role: Option<Role>,
+    /// Send it as `X-CSRF-Token` with every mutating call of this session.
+    pub csrf: String,
+}
+
+/// Who is calling.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Identity {
+    /// `user NAME`, or the token's description.
+    pub who: String,
+    pub role: Role,
+    /// The session's CSRF token (sessions only): send it as `X-CSRF-Token` with every
+    /// mutating call.
+    pub csrf: Option<String>,
+}
+
+/// Log in with a user's password: sets the session cookie and answers the session's CSRF
+/// token, which every mutating call of the session must send as `X-CSRF-Token`. Failed
+/// logins are rate limited per user and address.
+#[utoipa::path(
+    post, operation_id = "login", path = "/api/v1/login", tag = "session", security(()),
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Logged in", body = LoginAnswer,
+            headers(("Set-Cookie" = String, description = "corral_session=…; HttpOnly; SameSite=Strict"))),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 401, description = "Wrong user or password", body = ErrorBody),
+        (status = 429, description = "Too many failed logins; try later", body = ErrorBody),
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     Peer(peer): Peer,
@@ -88,12 +120,20 @@ pub async fn login(
     let role = state.engine.user_role(&b.user)?;
     Ok((
         [(header::SET_COOKIE, session_cookie(&state, &id))],
-        Json(json!({"user": b.user, "role": role, "csrf": csrf})),
+        Json(LoginAnswer {
+            user: b.user,
+            role,
+            csrf,
+        }),
     )
         .into_response())
 }
 
-/// `POST /api/v1/logout`: ends the session (idempotent).
+/// Log out: ends the session of the cookie (idempotent).
+#[utoipa::path(
+    post, operation_id = "logout", path = "/api/v1/logout", tag = "session", security(()),
+    responses((status = 204, description = "Logged out; the cookie is cleared")),
+)]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let (mut parts, ()) = axum::http::Request::new(()).into_parts();
     parts.headers = headers;
@@ -103,7 +143,18 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
     ([(header::SET_COOKIE, clear_cookie(&state))], StatusCode::NO_CONTENT).into_response()
 }
 
-/// `GET /api/v1/whoami`: the caller, their role, and (for a session) its CSRF token.
-pub async fn whoami(caller: Caller) -> Json<serde_json::Value> {
-    Json(json!({"who": caller.who(), "role": caller.principal.role, "csrf": caller.csrf()}))
+/// The caller, their role, and (for a session) its CSRF token.
+#[utoipa::path(
+    get, operation_id = "whoami", path = "/api/v1/whoami", tag = "session",
+    responses(
+        (status = 200, description = "The caller", body = Identity),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+    )
+)]
+pub async fn whoami(caller: Caller) -> Json<Identity> {
+    Json(Identity {
+        who: caller.who().to_string(),
+        role: caller.principal.role,
+        csrf: caller.csrf().map(str::to_string),
+    })
 }

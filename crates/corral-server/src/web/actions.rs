@@ -174,11 +174,11 @@ pub async fn action(
             accepted(
                 &state,
                 caller,
-                "backup",
                 vm,
                 "backup",
                 async move { engine.backup_run(&owned, false, None).await },
                 |b| format!("backup {}", b.id),
+                None,
             )
             .await?;
             return Ok(Redirect::to("/jobs").into_response());
@@ -259,11 +259,11 @@ pub async fn restore(
     accepted(
         &state,
         caller,
-        "restore",
         &job_vm,
         "restore",
         async move { engine.backup_restore(&req).await },
         |r| format!("restore {} → {}", r.backup, r.vm),
+        None,
     )
     .await?;
     Ok(Redirect::to("/jobs").into_response())
