@@ -215,8 +215,14 @@ fn vm_name(name: &str) -> Result<VmName, ApiError> {
     VmName::new(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))
 }
 
-async fn vm_list(State(engine): State<Arc<Engine>>, _c: Caller) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::to_value(engine.list().await?).unwrap_or(Value::Null)))
+async fn vm_list(State(engine): State<Arc<Engine>>, _c: Caller) -> Result<Response, ApiError> {
+    let list = engine.list().await?;
+    // Serialised straight from the statuses into one buffer of about the right size: going
+    // through a `Value`, and growing a small buffer, were half of the call with 200 VMs.
+    let mut body = Vec::with_capacity(192 * list.len() + 2);
+    serde_json::to_writer(&mut body, &list)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn vm_show(
