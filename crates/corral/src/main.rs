@@ -122,10 +122,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let json = cli.json;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = match cli.command {
+        // The daemon answers many callers at once: one worker per CPU, at most four (its
+        // calls are short, and every worker costs a stack and an allocator arena).
+        Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+            .enable_all()
+            .build(),
+        // One command, one thing at a time.
+        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    }
+    .expect("tokio runtime");
     let result = match cli.remote.clone() {
         // A remote command is blocking HTTP calls, no engine and no runtime.
         Some(url) => remote::Remote::new(&url, cli.token_file.as_deref(), cli.ca_cert.as_deref())

@@ -12,6 +12,8 @@ use crate::output;
 
 pub async fn serve(engine: Arc<Engine>, opts: ServeOptions) -> anyhow::Result<()> {
     let listener = corral_server::bind(&opts).await?;
+    // Every GET /api/v1/vms lists every VM: remember the idle ones until their files change.
+    engine.watch_idle_vms();
     let addr = listener.local_addr().context("the listening address")?;
     if engine.users()?.is_empty() && engine.tokens()?.is_empty() {
         eprintln!(

@@ -12,6 +12,7 @@ pub mod diskmgmt;
 pub mod fleece;
 mod host;
 mod hotplug;
+mod idle;
 mod img;
 pub mod jobs;
 pub mod layers;
@@ -45,6 +46,8 @@ pub struct Engine {
     /// Scheduled jobs: the current list, runs going in this process, run updates, and the
     /// scheduler's wake-up when the list changes (see `crate::schedule`).
     pub(crate) sched: crate::schedule::EngineSchedules,
+    /// VMs with no QEMU as last seen, for a long-lived process (`watch_idle_vms`).
+    idle: Mutex<Option<idle::IdleWatch>>,
 }
 
 impl Engine {
@@ -58,7 +61,19 @@ impl Engine {
             cfg,
             registry: Mutex::new(registry),
             job_tx: tokio::sync::broadcast::channel(256).0,
+            idle: Mutex::new(None),
         })
+    }
+
+    /// For a long-lived process (`corral serve`) that lists VMs again and again: from now on
+    /// `list` remembers which VMs have no QEMU and looks at them again only when inotify says
+    /// their pidfile or saved-state directory changed (see `idle.rs`), so what it answers is
+    /// as current as before, at a fraction of the syscalls. Without inotify nothing changes.
+    pub fn watch_idle_vms(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.is_none() {
+            *idle = idle::IdleWatch::new(&self.cfg);
+        }
     }
 
     pub fn config(&self) -> &HostConfig {

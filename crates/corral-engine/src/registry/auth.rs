@@ -129,13 +129,10 @@ impl Registry {
 
     /// The token whose secret hashes to `hash`.
     pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, EngineError> {
+        // Cached: the daemon checks a token on every call.
         self.conn
-            .query_row(
-                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
-                [hash],
-                token_row,
-            )
-            .optional()
+            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"))
+            .and_then(|mut st| st.query_row([hash], token_row).optional())
             .map_err(self.db())
     }
 

@@ -2,7 +2,9 @@
 //! (normalised). Only definitions live here; runtime state is always derived afresh from the
 //! pidfile, the process and QMP (see `state.rs`).
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use corral_types::VmSpec;
@@ -23,6 +25,18 @@ const SCHEMA_VERSION: i64 = 5;
 pub struct Registry {
     conn: Connection,
     path: PathBuf,
+    /// The last `list` and the database state it was read at (see `stamp`): a daemon lists
+    /// every VM on each API call, and parsing each stored spec again was most of that cost.
+    list_cache: RefCell<Option<(Stamp, Arc<[VmRecord]>)>>,
+}
+
+/// Where the database stands: SQLite's `data_version` (changes when any *other* connection,
+/// in this or another process, commits) and this connection's own count of changed rows. While
+/// both stay the same, nothing in the database changed, so what was read from it still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    data_version: i64,
+    own_changes: u64,
 }
 
 /// A stored VM definition.
@@ -190,7 +204,25 @@ impl Registry {
         Ok(Registry {
             conn,
             path: path.to_path_buf(),
+            list_cache: RefCell::new(None),
         })
+    }
+
+    /// The database's state now, or `None` inside a transaction (whose reads may yet be rolled
+    /// back, so nothing read in it may be kept).
+    pub(crate) fn stamp(&self) -> Result<Option<Stamp>, EngineError> {
+        if !self.conn.is_autocommit() {
+            return Ok(None);
+        }
+        let data_version = self
+            .conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(self.db())?;
+        Ok(Some(Stamp {
+            data_version,
+            own_changes: self.conn.total_changes(),
+        }))
     }
 
     /// The description a snapshot was taken with, if any.
@@ -266,6 +298,26 @@ impl Registry {
 
     /// All VMs, ordered by name.
     pub fn list(&self) -> Result<Vec<VmRecord>, EngineError> {
+        Ok(self.list_shared()?.to_vec())
+    }
+
+    /// All VMs, ordered by name, shared: read and parsed again only when the database
+    /// changed since the last call (any write by this connection or a commit by another).
+    pub fn list_shared(&self) -> Result<Arc<[VmRecord]>, EngineError> {
+        let stamp = self.stamp()?;
+        if let (Some(now), Some((then, records))) = (stamp, &*self.list_cache.borrow()) {
+            if now == *then {
+                return Ok(records.clone());
+            }
+        }
+        let records: Arc<[VmRecord]> = self.list_uncached()?.into();
+        if let Some(now) = stamp {
+            *self.list_cache.borrow_mut() = Some((now, records.clone()));
+        }
+        Ok(records)
+    }
+
+    fn list_uncached(&self) -> Result<Vec<VmRecord>, EngineError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT spec, generation, created_at, updated_at FROM vms ORDER BY name")
@@ -393,6 +445,57 @@ mod tests {
         assert_eq!(reg.snapshot_note("v1", "s").unwrap().as_deref(), Some("note"));
         reg.delete("v1").unwrap();
         assert_eq!(reg.snapshot_note("v1", "s").unwrap(), None, "notes go with their VM");
+    }
+
+    #[test]
+    fn cached_list_sees_every_change_from_this_connection_or_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        let reg = Registry::open(&p).unwrap();
+        let other = Registry::open(&p).unwrap(); // as another corral process would
+        let cpus = |reg: &Registry| -> Vec<(String, u32)> {
+            reg.list_shared()
+                .unwrap()
+                .iter()
+                .map(|r| (r.spec.name.to_string(), r.spec.cpus))
+                .collect()
+        };
+        reg.insert(&spec("a")).unwrap();
+        assert_eq!(cpus(&reg), [("a".into(), 1)]);
+        let first = reg.list_shared().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &reg.list_shared().unwrap()),
+            "unchanged: not read again"
+        );
+
+        // Our own writes.
+        let mut a = reg.require("a").unwrap();
+        a.spec.cpus = 4;
+        reg.update(&a.spec, a.generation).unwrap();
+        assert_eq!(cpus(&reg), [("a".into(), 4)]);
+        // Another connection's.
+        other.insert(&spec("b")).unwrap();
+        assert_eq!(cpus(&reg), [("a".into(), 4), ("b".into(), 1)]);
+        let mut b = other.require("b").unwrap();
+        b.spec.cpus = 2;
+        other.update(&b.spec, b.generation).unwrap();
+        assert_eq!(cpus(&reg), [("a".into(), 4), ("b".into(), 2)]);
+        other.delete("a").unwrap();
+        assert_eq!(cpus(&reg), [("b".into(), 2)]);
+        // A VM deleted and defined again under the same name (same generation) is new too.
+        other.delete("b").unwrap();
+        other.insert(&spec("b")).unwrap();
+        assert_eq!(cpus(&reg), [("b".into(), 1)]);
+
+        // What a rolled-back transaction listed is not kept.
+        let r: Result<(), EngineError> = reg.atomically(|r| {
+            r.insert(&spec("c"))?;
+            assert_eq!(r.list_shared()?.len(), 2);
+            Err(EngineError::NotFound("rollback".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(cpus(&reg), [("b".into(), 1)]);
+        assert_eq!(reg.list().unwrap().len(), 1);
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
 pub fn start_server(env: &Env) -> SocketAddr {
     let cfg = corral_engine::HostConfig::load_file(&env.dir_path().join("corral.toml"), true).unwrap();
     let engine = Arc::new(corral_engine::Engine::open(cfg).unwrap());
+    engine.watch_idle_vms(); // as `corral serve` does
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
