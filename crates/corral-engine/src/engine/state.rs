@@ -281,7 +281,7 @@ mod tests {
         // A live process carrying the VM's UUID (a stand-in for its QEMU, without a monitor).
         let uuid = uuid_of(&e.get_spec("a").unwrap());
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30", &uuid])
+            .args(["-c", "sleep 30; :", &uuid]) // `; :` keeps sh (and its argv) from becoming `sleep`
             .spawn()
             .unwrap();
         std::fs::write(p.pidfile(), format!("{}\n", child.id())).unwrap();
