@@ -14,6 +14,7 @@ use crate::name::VmName;
 
 /// What a schedule does when it is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleAction {
     /// `corral backup run` of each selected VM.
@@ -57,6 +58,7 @@ impl fmt::Display for ScheduleAction {
 /// for gc. `full` and `skeleton` only for backup; the keep-* rules (at least one) only for
 /// prune. [`ScheduleSpec::check`] enforces this; the engine also parses the calendar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// Same rule as VM names: 1-63 of `A-Z a-z 0-9 . _ -`.
@@ -229,6 +231,7 @@ impl ScheduleSpec {
 
 /// How a schedule run ended (or that it is still going).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleOutcome {
     Running,
@@ -273,6 +276,7 @@ impl fmt::Display for ScheduleOutcome {
 
 /// What happened to one target (a VM, or the store for gc and `verify all`) in a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleTarget {
     /// A VM name, or `store`.
     pub target: String,
@@ -293,6 +297,7 @@ pub struct ScheduleTarget {
 
 /// One run of a schedule, as recorded in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleRun {
     pub id: i64,
     pub schedule: String,
@@ -319,6 +324,7 @@ pub struct ScheduleRun {
 
 /// A schedule with its next and last run: `corral schedule list --json`, the dashboard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleStatus {
     pub spec: ScheduleSpec,
     /// When it runs next (missing when disabled).
@@ -333,6 +339,7 @@ pub struct ScheduleStatus {
 
 /// A calendar expression tried out (`corral schedule check`, the web page's form).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CalendarCheck {
     /// As given.
     pub calendar: String,

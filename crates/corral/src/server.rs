@@ -27,8 +27,18 @@ pub async fn serve(engine: Arc<Engine>, opts: ServeOptions) -> anyhow::Result<()
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let state = corral_server::AppState::new(engine, opts.tls.is_some());
+    let state = corral_server::AppState::new(engine.clone(), opts.tls.is_some());
     let (stop, cancel) = (state.stop.clone(), state.cancel.clone());
+    // The scheduled jobs of the config's [[schedule]] entries: they stop starting at the first
+    // signal (runs going on are waited for); the second drops them (recorded as interrupted).
+    let scheduler = corral_engine::schedule::Scheduler::new(engine, corral_engine::schedule::SystemClock);
+    let (sched_stop, sched_cancel) = (stop.clone(), cancel.clone());
+    let schedules = tokio::spawn(async move {
+        tokio::select! {
+            _ = scheduler.run(async move { sched_stop.cancelled().await }) => {}
+            _ = sched_cancel.cancelled() => {}
+        }
+    });
     // First signal: take no new work and let running jobs finish. Second: cancel them.
     tokio::spawn(async move {
         for (i, token) in [stop, cancel].into_iter().enumerate() {
@@ -55,6 +65,7 @@ pub async fn serve(engine: Arc<Engine>, opts: ServeOptions) -> anyhow::Result<()
         None => eprintln!("corral serve: listening on http://{addr}/"),
     }
     corral_server::run(state, listener, opts.tls.as_ref()).await?;
+    let _ = schedules.await;
     eprintln!("corral serve: stopped");
     Ok(())
 }

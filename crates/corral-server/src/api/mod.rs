@@ -20,6 +20,7 @@ mod define;
 mod events;
 pub(crate) mod jobs;
 pub mod openapi;
+mod schedules;
 pub(crate) mod session;
 mod snapshots;
 mod vms;
@@ -55,6 +56,13 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/backups/{id}", get(backups::show))
         .route("/api/v1/backups/{id}/restore", post(backups::restore))
         .route("/api/v1/store/gc", post(backups::gc))
+        .route("/api/v1/schedules", get(schedules::list))
+        .route(
+            "/api/v1/schedules/{name}",
+            axum::routing::put(schedules::put).delete(schedules::delete),
+        )
+        .route("/api/v1/schedules/{name}/run", post(schedules::run_now))
+        .route("/api/v1/schedules/{name}/runs", get(schedules::runs))
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/jobs", get(jobs::list))
         .route("/api/v1/jobs/{id}", get(jobs::show))

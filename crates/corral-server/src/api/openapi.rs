@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{backups, define, events, jobs, session, snapshots, vms};
+use super::{backups, define, events, jobs, schedules, session, snapshots, vms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +34,7 @@ use super::{backups, define, events, jobs, session, snapshots, vms};
         snapshots::clone,
         backups::run, backups::list, backups::show, backups::restore, backups::verify, backups::prune,
         backups::gc,
+        schedules::list, schedules::put, schedules::delete, schedules::run_now, schedules::runs,
         jobs::list, jobs::show, events::events,
         serve,
     ),
@@ -45,6 +46,7 @@ use super::{backups, define, events, jobs, session, snapshots, vms};
         (name = "snapshots", description = "Internal snapshots of a VM's disks (and memory)"),
         (name = "backups", description = "Backups in the deduplicating store: run, list, restore, verify, prune"),
         (name = "jobs", description = "Long operations and the event stream"),
+        (name = "schedules", description = "Scheduled backups, verifies, prunes and gc (`[[schedule]]` in the host config)"),
         (name = "session", description = "Logging in (the web page), the caller, the audit log"),
     ),
 )]
