@@ -192,7 +192,7 @@ pub fn encode(s: &str) -> String {
 
 /// Runs one command against the server.
 pub fn run(remote: &Remote, command: crate::cli::Command, json: bool) -> anyhow::Result<()> {
-    use crate::cli::{BackupCmd, Command, JobCmd, VmCmd};
+    use crate::cli::{BackupCmd, Command, JobCmd, ScheduleCmd, SnapshotCmd, VmCmd};
     use corral_engine::engine::backup::{BackupReport, BackupSummary};
     use corral_types::{StopOutcome, VmStatus};
     use serde_json::json;
@@ -271,6 +271,61 @@ pub fn run(remote: &Remote, command: crate::cli::Command, json: bool) -> anyhow:
                 None => "/backups".into(),
             };
             crate::backup::print_backup_list(&remote.get::<Vec<BackupSummary>>(&path)?, json);
+            Ok(())
+        }
+        Command::Vm(VmCmd::Delete { name, keep_disks }) => {
+            let (_, v) = remote.call(
+                "DELETE",
+                &format!("/vms/{}?keep_disks={keep_disks}", encode(&name)),
+                None,
+            )?;
+            crate::vm::print_deleted(&serde_json::from_value(v)?, json)
+        }
+        Command::Vm(VmCmd::Clone {
+            source,
+            name,
+            linked,
+            full: _,
+            from_snapshot,
+        }) => {
+            let body = json!({"name": name, "linked": linked, "from_snapshot": from_snapshot});
+            let r = remote.job_call(&format!("/vms/{}/clone", encode(&source)), Some(&body), json)?;
+            crate::vm::print_cloned(&r, json)
+        }
+        Command::Snapshot(SnapshotCmd::List { vm }) => {
+            let list: Vec<corral_engine::engine::snapshot::SnapshotInfo> =
+                remote.get(&format!("/vms/{}/snapshots", encode(&vm)))?;
+            crate::snapshot::print_list(&vm, &list, json);
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCmd::Create {
+            vm,
+            name,
+            description,
+            no_memory,
+        }) => {
+            let body = json!({"name": name, "description": description, "no_memory": no_memory});
+            let s = remote.job_call(&format!("/vms/{}/snapshots", encode(&vm)), Some(&body), json)?;
+            crate::snapshot::print_created(&vm, &s, json);
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCmd::Revert { vm, name }) => {
+            let path = format!("/vms/{}/snapshots/{}/revert", encode(&vm), encode(&name));
+            let s = remote.job_call(&path, None, json)?;
+            crate::snapshot::print_reverted(&vm, &s, json);
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCmd::Delete { vm, name }) => {
+            remote.call(
+                "DELETE",
+                &format!("/vms/{}/snapshots/{}", encode(&vm), encode(&name)),
+                None,
+            )?;
+            crate::snapshot::print_deleted(&vm, &name, json);
+            Ok(())
+        }
+        Command::Schedule(ScheduleCmd::List) => {
+            crate::schedule::print_list(&remote.get::<Vec<corral_types::ScheduleStatus>>("/schedules")?, json);
             Ok(())
         }
         Command::Job(JobCmd::List { vm, limit }) => {

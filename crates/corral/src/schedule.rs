@@ -11,18 +11,7 @@ use crate::output;
 
 pub async fn run(engine: &Arc<Engine>, cmd: ScheduleCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
-        ScheduleCmd::List => {
-            let list = engine.schedules()?;
-            if json {
-                output::json(&list);
-            } else {
-                let rows: Vec<Vec<String>> = list.iter().map(row).collect();
-                output::table(
-                    &["NAME", "CALENDAR", "ACTION", "SELECTION", "NEXT", "LAST", "RESULT"],
-                    &rows,
-                );
-            }
-        }
+        ScheduleCmd::List => print_list(&engine.schedules()?, json),
         ScheduleCmd::Run { name } => {
             let handle = engine.schedule_run_now(&name)?;
             let run = crate::progress::with_progress(engine, json, handle).await?;
@@ -42,6 +31,18 @@ pub async fn run(engine: &Arc<Engine>, cmd: ScheduleCmd, json: bool) -> anyhow::
         ScheduleCmd::Check { expr, count } => check(&expr, count as usize, json)?,
     }
     Ok(())
+}
+
+pub fn print_list(list: &[ScheduleStatus], json: bool) {
+    if json {
+        output::json(&list);
+    } else {
+        let rows: Vec<Vec<String>> = list.iter().map(row).collect();
+        output::table(
+            &["NAME", "CALENDAR", "ACTION", "SELECTION", "NEXT", "LAST", "RESULT"],
+            &rows,
+        );
+    }
 }
 
 pub fn check(expr: &str, count: usize, json: bool) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! `corral snapshot …`
 
+use corral_engine::engine::snapshot::SnapshotInfo;
 use corral_engine::Engine;
 use corral_types::ByteSize;
 
@@ -38,69 +39,82 @@ pub async fn run(engine: &Engine, cmd: SnapshotCmd, json: bool) -> anyhow::Resul
                 engine.snapshot_create(&vm, &name, description.as_deref(), no_memory),
             )
             .await?;
-            if json {
-                output::json(&s);
-            } else {
-                let what = if s.memory {
-                    format!("disks and {} of memory", ByteSize(s.vm_state_size).approx())
-                } else {
-                    "disks only".into()
-                };
-                println!("took snapshot {} of {vm} ({what})", s.name);
-            }
+            print_created(&vm, &s, json);
         }
-        SnapshotCmd::List { vm } => {
-            let list = engine.snapshot_list(&vm)?;
-            if json {
-                output::json(&list);
-            } else if list.is_empty() {
-                println!("{vm} has no snapshots; take one with `corral snapshot create {vm} NAME`");
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.name.clone(),
-                            date(s.date),
-                            if s.memory { "yes".into() } else { "no".into() },
-                            if s.memory {
-                                ByteSize(s.vm_state_size).approx()
-                            } else {
-                                "-".into()
-                            },
-                            output::uptime(s.vm_clock_seconds as u64),
-                            s.description.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["NAME", "DATE (UTC)", "MEMORY", "VM STATE", "VM CLOCK", "DESCRIPTION"],
-                    &rows,
-                );
-                println!(
-                    "disk space of all layers: {}",
-                    ByteSize(list[0].disk_allocated).approx()
-                );
-            }
-        }
+        SnapshotCmd::List { vm } => print_list(&vm, &engine.snapshot_list(&vm)?, json),
         SnapshotCmd::Revert { vm, name } => {
             let s = progress::with_progress(engine, json, engine.snapshot_revert(&vm, &name)).await?;
-            if json {
-                output::json(&s);
-            } else {
-                println!("{vm} is back at snapshot {}", s.name);
-            }
+            print_reverted(&vm, &s, json);
         }
         SnapshotCmd::Delete { vm, name } => {
             engine.snapshot_delete(&vm, &name).await?;
-            if json {
-                output::json(&serde_json::json!({"vm": vm, "deleted": name}));
-            } else {
-                println!("deleted snapshot {name} of {vm}");
-            }
+            print_deleted(&vm, &name, json);
         }
     }
     Ok(())
+}
+
+pub fn print_created(vm: &str, s: &SnapshotInfo, json: bool) {
+    if json {
+        output::json(s);
+    } else {
+        let what = if s.memory {
+            format!("disks and {} of memory", ByteSize(s.vm_state_size).approx())
+        } else {
+            "disks only".into()
+        };
+        println!("took snapshot {} of {vm} ({what})", s.name);
+    }
+}
+
+pub fn print_list(vm: &str, list: &[SnapshotInfo], json: bool) {
+    if json {
+        output::json(&list);
+    } else if list.is_empty() {
+        println!("{vm} has no snapshots; take one with `corral snapshot create {vm} NAME`");
+    } else {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    date(s.date),
+                    if s.memory { "yes".into() } else { "no".into() },
+                    if s.memory {
+                        ByteSize(s.vm_state_size).approx()
+                    } else {
+                        "-".into()
+                    },
+                    output::uptime(s.vm_clock_seconds as u64),
+                    s.description.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        output::table(
+            &["NAME", "DATE (UTC)", "MEMORY", "VM STATE", "VM CLOCK", "DESCRIPTION"],
+            &rows,
+        );
+        println!(
+            "disk space of all layers: {}",
+            ByteSize(list[0].disk_allocated).approx()
+        );
+    }
+}
+
+pub fn print_reverted(vm: &str, s: &SnapshotInfo, json: bool) {
+    if json {
+        output::json(s);
+    } else {
+        println!("{vm} is back at snapshot {}", s.name);
+    }
+}
+
+pub fn print_deleted(vm: &str, name: &str, json: bool) {
+    if json {
+        output::json(&serde_json::json!({"vm": vm, "deleted": name}));
+    } else {
+        println!("deleted snapshot {name} of {vm}");
+    }
 }
 
 #[cfg(test)]

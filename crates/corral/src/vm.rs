@@ -62,24 +62,7 @@ pub async fn run(engine: &Arc<Engine>, cmd: VmCmd, json: bool) -> anyhow::Result
         }
         VmCmd::Resume { name } => print_resume(&name, engine.resume(&name).await?, json),
         VmCmd::Save { name } => print_save(&engine.save(&name).await?, json),
-        VmCmd::Delete { name, keep_disks } => {
-            let r = engine.delete(&name, keep_disks).await?;
-            if json {
-                output::json(&r);
-            } else {
-                println!("deleted VM {}", r.name);
-                for p in &r.removed {
-                    println!("  removed {}", p.display());
-                }
-                for p in &r.kept {
-                    println!("  kept    {}", p.display());
-                }
-                if r.discarded_saved_state {
-                    println!("  discarded its saved state");
-                }
-            }
-            Ok(())
-        }
+        VmCmd::Delete { name, keep_disks } => print_deleted(&engine.delete(&name, keep_disks).await?, json),
         VmCmd::Clone {
             source,
             name,
@@ -93,27 +76,7 @@ pub async fn run(engine: &Arc<Engine>, cmd: VmCmd, json: bool) -> anyhow::Result
                 engine.clone_vm(&source, &name, linked, from_snapshot.as_deref()),
             )
             .await?;
-            if json {
-                output::json(&r);
-            } else {
-                let kind = if r.linked { "linked clone" } else { "full clone" };
-                let at = r
-                    .from_snapshot
-                    .as_ref()
-                    .map(|s| format!(" at snapshot {s}"))
-                    .unwrap_or_default();
-                println!("made {kind} {} of {}{at} in {} ms", r.name, r.source, r.millis);
-                for d in &r.disks {
-                    match &d.base {
-                        Some(b) => println!("  {}: {} on base {}", d.disk, d.path.display(), b.display()),
-                        None => println!("  {}: {}", d.disk, d.path.display()),
-                    }
-                }
-                for c in &r.cleared {
-                    println!("  not copied: {c}");
-                }
-            }
-            Ok(())
+            print_cloned(&r, json)
         }
         VmCmd::Console { name, no_follow } => {
             let mut out = std::io::stdout();
@@ -207,6 +170,48 @@ pub fn print_save(info: &SaveInfo, json: bool) -> anyhow::Result<()> {
             info.millis as f64 / 1000.0,
             info.name
         );
+    }
+    Ok(())
+}
+
+pub fn print_deleted(r: &corral_engine::engine::DeleteReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        output::json(r);
+    } else {
+        println!("deleted VM {}", r.name);
+        for p in &r.removed {
+            println!("  removed {}", p.display());
+        }
+        for p in &r.kept {
+            println!("  kept    {}", p.display());
+        }
+        if r.discarded_saved_state {
+            println!("  discarded its saved state");
+        }
+    }
+    Ok(())
+}
+
+pub fn print_cloned(r: &corral_types::CloneReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        output::json(r);
+    } else {
+        let kind = if r.linked { "linked clone" } else { "full clone" };
+        let at = r
+            .from_snapshot
+            .as_ref()
+            .map(|s| format!(" at snapshot {s}"))
+            .unwrap_or_default();
+        println!("made {kind} {} of {}{at} in {} ms", r.name, r.source, r.millis);
+        for d in &r.disks {
+            match &d.base {
+                Some(b) => println!("  {}: {} on base {}", d.disk, d.path.display(), b.display()),
+                None => println!("  {}: {}", d.disk, d.path.display()),
+            }
+        }
+        for c in &r.cleared {
+            println!("  not copied: {c}");
+        }
     }
     Ok(())
 }

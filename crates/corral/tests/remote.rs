@@ -128,4 +128,39 @@ fn remote_commands_print_what_local_ones_print() {
     let stopped = json(&out);
     assert_eq!(stopped["name"], "rm");
     assert_eq!(env.state("rm"), "stopped");
+
+    // Snapshots, clones, deletes and schedules, the same way.
+    let admin = env.ok(&["token", "create", "--role", "admin"]).trim().to_string();
+    let a = |args: &[&str]| remote(&env, &url, Some(&admin), args);
+    let out = a(&["snapshot", "create", "rm", "s1", "--description", "before"]);
+    assert_eq!(text(&out), "took snapshot s1 of rm (disks only)\n", "{out:?}");
+    assert_eq!(
+        text(&a(&["snapshot", "list", "rm"])),
+        env.ok(&["snapshot", "list", "rm"])
+    );
+    assert_eq!(
+        json(&a(&["snapshot", "list", "rm", "--json"])),
+        env.json(&["snapshot", "list", "rm"])
+    );
+    let out = a(&["snapshot", "revert", "rm", "s1"]);
+    assert_eq!(text(&out), "rm is back at snapshot s1\n", "{out:?}");
+    assert_eq!(
+        text(&a(&["snapshot", "delete", "rm", "s1"])),
+        "deleted snapshot s1 of rm\n"
+    );
+    assert_eq!(env.json(&["snapshot", "list", "rm"]), serde_json::json!([]));
+    // The revert dropped the backup bitmap (it tracked changes since the last backup, not since
+    // the snapshot): the next backup reads everything again instead of missing changes.
+    let next = env.json(&["backup", "run", "rm"]);
+    assert!(next[0]["kind"] == "full" || next[0]["fell_back"].is_string(), "{next}");
+    let out = a(&["vm", "clone", "rm", "rm2", "--linked", "--json"]);
+    let clone = json(&out);
+    assert_eq!(
+        (clone["name"].as_str(), clone["linked"].as_bool()),
+        (Some("rm2"), Some(true))
+    );
+    assert_eq!(env.state("rm2"), "stopped", "the server made it");
+    let out = a(&["vm", "delete", "rm2"]);
+    assert!(text(&out).starts_with("deleted VM rm2\n"), "{out:?}");
+    assert_eq!(text(&a(&["schedule", "list"])), env.ok(&["schedule", "list"]));
 }

@@ -39,7 +39,7 @@ pub struct CreateOptions {
     pub guest_agent: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteReport {
     pub name: String,

@@ -22,7 +22,7 @@ use crate::paths::VmPaths;
 use crate::process::wait_gone;
 
 /// One internal snapshot, present on every disk of the VM.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotInfo {
     pub name: String,
@@ -234,6 +234,10 @@ impl Engine {
             RunState::Stopped | RunState::Crashed => {
                 for d in &disks {
                     let p = d.path.display().to_string();
+                    // A backup's dirty bitmap tracks changes since that backup, which a jump to
+                    // a snapshot is not; qemu-img also refuses to apply a snapshot under one.
+                    // Dropping corral's bitmaps makes the next backup read the disk in full.
+                    self.drop_backup_bitmaps(&p)?;
                     self.qemu_img(&["snapshot", "-a", snap, &p], &format!("qemu-img snapshot -a on {p}"))?;
                 }
             }
@@ -292,5 +296,29 @@ fn saved_refusal(spec: &VmSpec) -> EngineError {
             "its saved memory belongs to the disks as they are; start it (`corral vm start {}`) first, then take or revert snapshots",
             spec.name
         ),
+    }
+}
+
+impl Engine {
+    /// Removes the `corral-…` persistent dirty bitmaps of a (closed) qcow2 image.
+    fn drop_backup_bitmaps(&self, image: &str) -> Result<(), EngineError> {
+        let info = self.qemu_img(&["info", "--output=json", image], &format!("qemu-img info {image}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&info).unwrap_or_default();
+        let names: Vec<String> = v["format-specific"]["data"]["bitmaps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["name"].as_str())
+            .filter(|n| n.starts_with("corral-"))
+            .map(str::to_string)
+            .collect();
+        for n in names {
+            tracing::info!(image, bitmap = %n, "removing a backup bitmap before reverting to a snapshot");
+            self.qemu_img(
+                &["bitmap", "--remove", image, &n],
+                &format!("qemu-img bitmap --remove {n} on {image}"),
+            )?;
+        }
+        Ok(())
     }
 }
