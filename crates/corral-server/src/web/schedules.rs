@@ -37,7 +37,8 @@ pub struct PageQuery {
 
 /// The notice after a form post; only known words are shown (the schedule name is escaped).
 fn notice(q: &PageQuery) -> Markup {
-    let name = q.schedule.as_deref().unwrap_or("");
+    // Only a well-formed name, so a crafted link cannot put other words in the notice.
+    let name = q.schedule.as_deref().and_then(|n| schedule_name(n).ok()).unwrap_or("");
     let text = match q.done.as_deref() {
         Some("saved") => format!("Schedule {name} saved in the config file."),
         Some("started") => format!("Schedule {name} started; its run shows below when it ends."),
