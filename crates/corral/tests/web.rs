@@ -4,32 +4,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::web::{add_user, get, post_form, start_server, Reply};
+use common::web::{add_user, get, login, post_form, start_server, Reply};
 use common::Env;
-
-/// Logs in through the form; the session cookie (`name=value`) and the page's CSRF token.
-fn login(addr: SocketAddr, user: &str, password: &str) -> (String, String) {
-    let r = post_form(addr, "/login", None, &[("user", user), ("password", password)]);
-    assert_eq!(r.status, 303, "{}", r.body);
-    assert_eq!(r.header("location").as_deref(), Some("/"));
-    let set = r.header("set-cookie").expect("a session cookie");
-    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(set.contains(attr), "{set}");
-    }
-    let cookie = set.split(';').next().unwrap().to_string();
-    let page = get(addr, "/", Some(&cookie));
-    assert_eq!(page.status, 200, "{}", page.body);
-    (cookie, csrf_of(&page))
-}
-
-/// The CSRF token a page carries for our script.
-fn csrf_of(page: &Reply) -> String {
-    let at = page.body.find("name=\"csrf-token\" content=\"").expect("a csrf meta") + 27;
-    page.body[at..at + 64].to_string()
-}
 
 fn assert_security_headers(r: &Reply) {
     let csp = r.header("content-security-policy").expect("a CSP");

@@ -127,7 +127,8 @@ fn back_to(vm: &str, from: Option<&str>) -> String {
     }
 }
 
-fn form<T>(f: Result<Form<T>, FormRejection>) -> Result<T, ApiError> {
+/// A form's fields, or a 400 page saying which is missing or malformed.
+pub(super) fn form_fields<T>(f: Result<Form<T>, FormRejection>) -> Result<T, ApiError> {
     f.map(|Form(t)| t).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
@@ -138,7 +139,7 @@ pub async fn action(
     Path(name): Path<String>,
     f: Result<Form<ActionForm>, FormRejection>,
 ) -> Result<Response, PageError> {
-    let f = form(f)?;
+    let f = form_fields(f)?;
     let name = vm_name(&name)?;
     let caller = &viewer.caller;
     caller.check_form_csrf(f.csrf.as_deref())?;
@@ -152,6 +153,7 @@ pub async fn action(
         let title = format!("{} {vm}?", act.label);
         return Ok(confirm_page(
             &viewer,
+            Section::Vms,
             &title,
             why,
             &format!("/vms/{vm}/action"),
@@ -206,7 +208,7 @@ pub async fn restore(
     Path(name): Path<String>,
     f: Result<Form<RestoreForm>, FormRejection>,
 ) -> Result<Response, PageError> {
-    let f = form(f)?;
+    let f = form_fields(f)?;
     let name = vm_name(&name)?;
     let caller = &viewer.caller;
     caller.check_form_csrf(f.csrf.as_deref())?;
@@ -238,6 +240,7 @@ pub async fn restore(
                 let back = format!("/vms/{name}");
                 return Ok(confirm_page(
                     &viewer,
+                    Section::Vms,
                     &title,
                     why,
                     &format!("/vms/{name}/restore"),
@@ -271,8 +274,10 @@ pub async fn restore(
 
 /// The page that asks before a data-losing action when the script did not (no JavaScript):
 /// the same form again with `confirmed=yes`, and a way back.
-fn confirm_page(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn confirm_page(
     viewer: &Viewer,
+    section: Section,
     title: &str,
     why: &str,
     post_to: &str,
@@ -296,5 +301,5 @@ fn confirm_page(
             }
         }
     };
-    html_response(StatusCode::OK, shell(title, Some(viewer), Section::Vms, body))
+    html_response(StatusCode::OK, shell(title, Some(viewer), section, body))
 }

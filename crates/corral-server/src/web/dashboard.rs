@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::actions::buttons;
 use super::jobs;
 use super::layout::{bytes, duration, html_response, shell, PageError, Section, Viewer};
+use super::schedules;
 use crate::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,12 +49,15 @@ pub async fn page(
         .filter_map(|r| Some((r.spec.name.to_string(), r.spec.description?)))
         .collect();
     let recent = state.engine.jobs(None, 50)?;
+    // The banner is a courtesy: a registry hiccup reading runs must not hide the VM list.
+    let sched = state.engine.schedules().unwrap_or_default();
     let running = list.iter().filter(|s| s.state == RunState::Running).count();
     let shown: Vec<&VmStatus> = list.iter().filter(|s| filter_text(s).contains(&q)).collect();
     let act = viewer.can_act();
     let body = html! {
         h1 { "Virtual machines" }
         (jobs::failure_banner(&recent))
+        (schedules::failure_banner(&sched))
         div #notices role="status" aria-live="polite" {}
         div.toolbar {
             p.muted {

@@ -27,6 +27,7 @@ mod dashboard;
 mod jobs;
 mod layout;
 mod login;
+mod schedule_forms;
 mod schedules;
 mod vm;
 
@@ -41,7 +42,10 @@ pub fn router() -> Router<AppState> {
         .route("/vms/{name}/action", post(actions::action))
         .route("/vms/{name}/restore", post(actions::restore))
         .route("/jobs", get(jobs::page))
-        .route("/schedules", get(schedules::page))
+        .route("/schedules", get(schedules::page).post(schedule_forms::save))
+        .route("/schedules/{name}", get(schedules::detail))
+        .route("/schedules/{name}/run", post(schedule_forms::run_now))
+        .route("/schedules/{name}/delete", post(schedule_forms::delete))
         .route("/static/{file}", get(assets::file))
         .layer(middleware::map_response(security_headers))
 }

@@ -124,3 +124,24 @@ pub fn add_user(env: &Env, name: &str, role: &str, password: &str) {
         .unwrap();
     assert!(child.wait().unwrap().success(), "user add {name}");
 }
+
+/// Logs in through the form; the session cookie (`name=value`) and the page's CSRF token.
+pub fn login(addr: SocketAddr, user: &str, password: &str) -> (String, String) {
+    let r = post_form(addr, "/login", None, &[("user", user), ("password", password)]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location").as_deref(), Some("/"));
+    let set = r.header("set-cookie").expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = get(addr, "/", Some(&cookie));
+    assert_eq!(page.status, 200, "{}", page.body);
+    (cookie, csrf_of(&page))
+}
+
+/// The CSRF token a page carries for our script.
+pub fn csrf_of(page: &Reply) -> String {
+    let at = page.body.find("name=\"csrf-token\" content=\"").expect("a csrf meta") + 27;
+    page.body[at..at + 64].to_string()
+}
