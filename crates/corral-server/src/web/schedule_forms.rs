@@ -297,9 +297,13 @@ pub async fn run_now(
     caller.check_form_csrf(f.csrf.as_deref())?;
     caller.require(Role::Operator, "running a schedule")?;
     taking_work(&state)?;
-    // The handle is dropped: the run goes on as its own task and records its result.
-    let started = state.engine.schedule_run_now(name).map(drop).map_err(ApiError::from);
-    audited(&state, caller, "schedule-run", name, started)?;
+    // The run goes on as its own task and records its result; the daemon waits for it at
+    // shutdown, as for the jobs calls start.
+    let started = state.engine.schedule_run_now(name).map_err(ApiError::from);
+    let handle = audited(&state, caller, "schedule-run", name, started)?;
+    state.jobs.spawn(async move {
+        let _ = handle.await;
+    });
     Ok(Redirect::to(&format!("/schedules/{name}?done=started&schedule={name}")).into_response())
 }
 

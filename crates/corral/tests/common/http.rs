@@ -4,9 +4,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 
-use super::common::Env;
+#[allow(unused_imports)] // not every test binary that includes this starts a server
+pub use super::common::start_server;
 
 pub struct Reply {
     pub status: u16,
@@ -49,34 +49,6 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
         head: head.to_string(),
         body: body.to_string(),
     }
-}
-
-/// Starts the API server in this process on 127.0.0.1:0; returns its address.
-pub fn start_server(env: &Env) -> SocketAddr {
-    let cfg = corral_engine::HostConfig::load_file(&env.dir_path().join("corral.toml"), true).unwrap();
-    let engine = Arc::new(corral_engine::Engine::open(cfg).unwrap());
-    engine.watch_idle_vms(); // as `corral serve` does
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let opts = corral_server::ServeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                insecure_http: false,
-                tls: None,
-            };
-            let listener = corral_server::bind(&opts).await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            corral_server::serve(engine, listener, std::future::pending())
-                .await
-                .unwrap();
-        });
-    });
-    rx.recv().unwrap()
 }
 
 impl Reply {

@@ -450,3 +450,31 @@ pub fn disk_path(env: &Env, vm: &str, i: usize) -> PathBuf {
     let show = env.json(&["vm", "show", vm]);
     PathBuf::from(show["spec"]["disks"][i]["path"].as_str().unwrap())
 }
+
+/// Starts the API server in this process on 127.0.0.1:0; returns its address.
+pub fn start_server(env: &Env) -> std::net::SocketAddr {
+    let cfg = corral_engine::HostConfig::load_file(&env.dir_path().join("corral.toml"), true).unwrap();
+    let engine = std::sync::Arc::new(corral_engine::Engine::open(cfg).unwrap());
+    engine.watch_idle_vms(); // as `corral serve` does
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let opts = corral_server::ServeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                insecure_http: false,
+                tls: None,
+            };
+            let listener = corral_server::bind(&opts).await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            corral_server::serve(engine, listener, std::future::pending())
+                .await
+                .unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}

@@ -3,8 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 
+#[allow(unused_imports)] // common is compiled into every test binary
+pub use super::start_server;
 use super::Env;
 
 pub struct Reply {
@@ -79,34 +80,6 @@ pub fn post_form(addr: SocketAddr, path: &str, cookie: Option<&str>, fields: &[(
 pub fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Reply {
     let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("Cookie", *c)).collect();
     request(addr, "GET", path, &headers, "")
-}
-
-/// Starts `corral serve` in this process on 127.0.0.1:0 with the environment's config;
-/// returns its address. It runs until the test process ends.
-pub fn start_server(env: &Env) -> SocketAddr {
-    let cfg = corral_engine::HostConfig::load_file(&env.dir_path().join("corral.toml"), true).unwrap();
-    let engine = Arc::new(corral_engine::Engine::open(cfg).unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let opts = corral_server::ServeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                insecure_http: false,
-                tls: None,
-            };
-            let listener = corral_server::bind(&opts).await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            corral_server::serve(engine, listener, std::future::pending())
-                .await
-                .unwrap();
-        });
-    });
-    rx.recv().unwrap()
 }
 
 /// Adds a user with a password (through the CLI, as an admin would).
