@@ -44,6 +44,35 @@ pub fn print_backup_line(r: &BackupReport, json: bool) {
     }
 }
 
+pub fn print_restore(r: &corral_engine::engine::restore::RestoreReport, json: bool) {
+    if json {
+        output::json(r);
+        return;
+    }
+    let written: u64 = r.disks.iter().map(|d| d.written).sum();
+    if r.in_place {
+        println!("restored backup {} over the disks of {}", r.backup, r.vm);
+    } else {
+        println!("restored backup {} as VM {}", r.backup, r.vm);
+    }
+    for d in &r.disks {
+        println!(
+            "  {}: {} ({}, {} written) {}",
+            d.name,
+            d.how,
+            size(d.size),
+            size(d.written),
+            d.path.display()
+        );
+    }
+    println!(
+        "  {} in {:.1}s ({}/s)",
+        size(written),
+        r.millis as f64 / 1000.0,
+        size((written as f64 / (r.millis.max(1) as f64 / 1000.0)) as u64)
+    );
+}
+
 pub fn print_backup_list(list: &[BackupSummary], json: bool) {
     if json {
         output::json(&list);
@@ -239,32 +268,7 @@ pub async fn run(engine: &Engine, cmd: BackupCmd, json: bool) -> anyhow::Result<
                 in_place,
             };
             let r = crate::progress::with_progress(engine, json, engine.backup_restore(&req)).await?;
-            if json {
-                output::json(&r);
-            } else {
-                let written: u64 = r.disks.iter().map(|d| d.written).sum();
-                if r.in_place {
-                    println!("restored backup {} over the disks of {}", r.backup, r.vm);
-                } else {
-                    println!("restored backup {} as VM {}", r.backup, r.vm);
-                }
-                for d in &r.disks {
-                    println!(
-                        "  {}: {} ({}, {} written) {}",
-                        d.name,
-                        d.how,
-                        size(d.size),
-                        size(d.written),
-                        d.path.display()
-                    );
-                }
-                println!(
-                    "  {} in {:.1}s ({}/s)",
-                    size(written),
-                    r.millis as f64 / 1000.0,
-                    size((written as f64 / (r.millis.max(1) as f64 / 1000.0)) as u64)
-                );
-            }
+            print_restore(&r, json);
         }
     }
     Ok(())

@@ -265,6 +265,17 @@ pub fn run(remote: &Remote, command: crate::cli::Command, json: bool) -> anyhow:
             }
             Ok(())
         }
+        Command::Backup(BackupCmd::Restore {
+            id,
+            as_name,
+            disks,
+            in_place,
+        }) => {
+            let body = json!({"as": as_name, "disks": disks, "in_place": in_place});
+            let r = remote.job_call(&format!("/backups/{}/restore", encode(&id)), Some(&body), json)?;
+            crate::backup::print_restore(&r, json);
+            Ok(())
+        }
         Command::Backup(BackupCmd::List { vm }) => {
             let path = match &vm {
                 Some(v) => format!("/backups?vm={}", encode(v)),

@@ -163,4 +163,17 @@ fn remote_commands_print_what_local_ones_print() {
     let out = a(&["vm", "delete", "rm2"]);
     assert!(text(&out).starts_with("deleted VM rm2\n"), "{out:?}");
     assert_eq!(text(&a(&["schedule", "list"])), env.ok(&["schedule", "list"]));
+
+    // A restore as a new VM: a job on the server, the local report here.
+    let id = env.json(&["backup", "list", "rm"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = a(&["backup", "restore", &id, "--as", "rm3"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out).starts_with(&format!("restored backup {id} as VM rm3\n")),
+        "{out:?}"
+    );
+    assert_eq!(env.state("rm3"), "stopped");
 }

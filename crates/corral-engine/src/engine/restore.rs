@@ -44,7 +44,7 @@ pub struct RestoreRequest {
 }
 
 /// One disk of a restore.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoredDisk {
     pub name: String,
@@ -59,7 +59,7 @@ pub struct RestoredDisk {
 }
 
 /// What `corral backup restore` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreReport {
     pub backup: String,
