@@ -280,11 +280,18 @@ mod tests {
 
         // A live process carrying the VM's UUID (a stand-in for its QEMU, without a monitor).
         let uuid = uuid_of(&e.get_spec("a").unwrap());
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30; :", &uuid]) // `; :` keeps sh (and its argv) from becoming `sleep`
-            .spawn()
-            .unwrap();
+        // `sleep` itself, named by the UUID (argv[0]): no shell in between that could exec
+        // or exit on its own.
+        let mut child = std::process::Command::new("sleep");
+        std::os::unix::process::CommandExt::arg0(&mut child, &uuid);
+        let mut child = child.arg("30").stdin(std::process::Stdio::null()).spawn().unwrap();
         std::fs::write(p.pidfile(), format!("{}\n", child.id())).unwrap();
+        // `spawn` can return before the child has exec'd (its /proc cmdline is then still
+        // being replaced); QEMU's pidfile, too, is only written once it runs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !crate::process::is_our_qemu(child.id(), &uuid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(state_of(&e, "a").await, (RunState::Running, Some(child.id())));
         child.kill().unwrap();
         child.wait().unwrap();
