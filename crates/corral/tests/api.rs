@@ -373,18 +373,7 @@ fn events_stream_vm_states_and_job_progress() {
 fn https_with_a_self_signed_certificate_and_sigterm() {
     let env = Env::new();
     let tok = env.ok(&["token", "create", "--role", "viewer"]).trim().to_string();
-    let mut child = env
-        .cmd()
-        .args(["serve", "--listen", "127.0.0.1:0", "--tls"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("listening on"))
-        .expect("serve says where it listens");
+    let (mut child, _lines, line) = spawn_serve(&env, &["--tls"]);
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("https://"))
@@ -420,29 +409,14 @@ fn https_with_a_self_signed_certificate_and_sigterm() {
     );
     let plain = curl(&[&format!("http://127.0.0.1:{port}/api/v1/vms")]);
     assert!(!plain.status.success() || !String::from_utf8_lossy(&plain.stdout).starts_with('['));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&child);
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM ends serve cleanly: {status}");
     // The next start keeps the same certificate (clients may have pinned it).
     let before = std::fs::read(&cert).unwrap();
-    let mut again = env
-        .cmd()
-        .args(["serve", "--listen", "127.0.0.1:0", "--tls"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut l2 = std::io::BufReader::new(again.stderr.take().unwrap()).lines();
-    assert!(l2.by_ref().map_while(Result::ok).any(|l| l.contains("listening on")));
+    let (mut again, _l2, _) = spawn_serve(&env, &["--tls"]);
     assert_eq!(std::fs::read(&cert).unwrap(), before);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(again.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&again);
     assert!(again.wait().unwrap().success());
 }
 
@@ -599,18 +573,7 @@ fn sigterm_lets_a_running_backup_finish_and_ends_event_streams() {
     env.ok(&["store", "init"]);
     let op = env.ok(&["token", "create", "--role", "operator"]).trim().to_string();
 
-    let mut child = env
-        .cmd()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("listening on"))
-        .expect("serve says where it listens");
+    let (mut child, lines, line) = spawn_serve(&env, &[]);
     let addr: SocketAddr = line
         .split("http://")
         .nth(1)
@@ -634,11 +597,7 @@ fn sigterm_lets_a_running_backup_finish_and_ends_event_streams() {
     let r = http(addr, "POST", "/api/v1/vms/big/backup", Some(&op), None);
     assert_eq!(r.status, 202, "{}", r.body);
     let job = r.json()["job"]["id"].as_i64().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&child);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}: {rest:?}");
@@ -652,4 +611,33 @@ fn sigterm_lets_a_running_backup_finish_and_ends_event_streams() {
     env.ok(&["backup", "verify", "big"]);
     // Nothing listens any more.
     assert!(TcpStream::connect(addr).is_err());
+}
+
+type StderrLines = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>;
+
+/// Starts `corral serve --listen 127.0.0.1:0 EXTRA…` as a process; returns it, the rest of
+/// its stderr, and its "listening on" line (read before returning: the readiness signal).
+fn spawn_serve(env: &Env, extra: &[&str]) -> (std::process::Child, StderrLines, String) {
+    let mut child = env
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on"))
+        .expect("serve says where it listens");
+    (child, lines, line)
+}
+
+fn sigterm(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
 }
