@@ -359,11 +359,12 @@ pub fn run(remote: &Remote, command: crate::cli::Command, json: bool) -> anyhow:
 /// `vm console`, `disk add`…: the words that name a command, for messages.
 fn command_name(c: &crate::cli::Command) -> String {
     let debug = format!("{c:?}");
-    // `Vm(Console { … })` → `vm console`
+    // `Vm(Console { … })` → `vm console`: the leading variant names, up to the first field
+    // (a field's value must not be taken for a subcommand: `Serve { tls_cert: None, … }`).
     debug
         .split(|ch: char| !ch.is_alphanumeric())
-        .filter(|w| !w.is_empty() && w.chars().next().is_some_and(char::is_uppercase))
-        .take(2)
+        .filter(|w| !w.is_empty())
+        .take_while(|w| w.chars().next().is_some_and(char::is_uppercase))
         .map(|w| {
             let mut out = String::new();
             for (i, ch) in w.chars().enumerate() {
@@ -376,6 +377,24 @@ fn command_name(c: &crate::cli::Command) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    fn name(args: &[&str]) -> String {
+        let cli = crate::cli::Cli::parse_from(std::iter::once("corral").chain(args.iter().copied()));
+        super::command_name(&cli.command)
+    }
+
+    #[test]
+    fn command_names_stop_at_the_first_field() {
+        assert_eq!(name(&["serve"]), "serve");
+        assert_eq!(name(&["vm", "console", "Web"]), "vm console");
+        assert_eq!(name(&["host", "stop-all"]), "host stop-all");
+        assert_eq!(name(&["disk", "info", "a"]), "disk info");
+    }
 }
 
 /// The VMs a `backup run` selects, by the same rule as the local command, among the

@@ -119,26 +119,20 @@ fn tokens_roles_actions_names_bodies_and_audit() {
     let job = r.json()["job"]["id"].as_i64().unwrap();
     assert!(r.head.contains(&format!("/api/v1/jobs/{job}")), "{}", r.head);
     let mut state = String::new();
-    for _ in 0..300 {
+    let _ = common::wait_for(std::time::Duration::from_secs(30), || {
         let j = http(addr, "GET", &format!("/api/v1/jobs/{job}"), Some(&viewer), None).json();
         state = j["state"].as_str().unwrap().to_string();
-        if state != "running" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        state != "running"
+    });
     assert_eq!(state, "succeeded");
     let b = http(addr, "GET", "/api/v1/backups?vm=web", Some(&viewer), None).json();
     assert_eq!(b.as_array().unwrap().len(), 1, "{b}");
     // The job keeps the call's result (what a 200 would have answered): the backup report.
     let mut result = serde_json::Value::Null;
-    for _ in 0..50 {
+    let _ = common::wait_for(std::time::Duration::from_secs(5), || {
         result = http(addr, "GET", &format!("/api/v1/jobs/{job}"), Some(&viewer), None).json()["result"].clone();
-        if !result.is_null() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        !result.is_null()
+    });
     assert_eq!(result["ok"]["id"], b[0]["id"], "{result}");
     assert_eq!(b[0]["kind"], "full");
     assert_eq!(
@@ -424,18 +418,7 @@ fn https_with_a_self_signed_certificate_and_sigterm() {
 fn sessions_need_their_csrf_token_and_logins_are_rate_limited() {
     let env = Env::new();
     env.create_guest("web", "");
-    let mut c = env.cmd();
-    c.args(["user", "add", "ann", "--role", "operator", "--password-stdin"]);
-    c.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse battery\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    common::web::add_user(&env, "ann", "operator", "correct horse battery");
     let addr = start_server(&env);
     let login = |user: &str, pw: &str| {
         let body = serde_json::json!({"user": user, "password": pw}).to_string();
