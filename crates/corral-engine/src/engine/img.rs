@@ -40,6 +40,33 @@ pub(crate) struct ImgInfo {
     pub snapshots: Vec<ImgSnapshot>,
     #[serde(rename = "actual-size", default)]
     pub actual_size: u64,
+    /// qcow2 details: the persistent dirty bitmaps.
+    #[serde(rename = "format-specific", default)]
+    pub format_specific: FormatSpecific,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct FormatSpecific {
+    #[serde(default)]
+    pub data: FormatData,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct FormatData {
+    #[serde(default)]
+    pub bitmaps: Vec<ImgBitmap>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ImgBitmap {
+    pub name: String,
+}
+
+impl ImgInfo {
+    /// The names of the image's persistent dirty bitmaps.
+    pub(crate) fn bitmaps(&self) -> impl Iterator<Item = &str> {
+        self.format_specific.data.bitmaps.iter().map(|b| b.name.as_str())
+    }
 }
 
 /// Parses qemu-img's `-p` output: `    (12.34/100%)\r` → 12.34.

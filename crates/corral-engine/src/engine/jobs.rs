@@ -121,7 +121,8 @@ impl Drop for Job<'_> {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
+/// Whether any process has this pid (a job or run recorded by a corral that may have died).
+pub(crate) fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 

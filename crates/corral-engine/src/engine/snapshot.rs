@@ -302,20 +302,12 @@ fn saved_refusal(spec: &VmSpec) -> EngineError {
 impl Engine {
     /// Removes the `corral-…` persistent dirty bitmaps of a (closed) qcow2 image.
     fn drop_backup_bitmaps(&self, image: &str) -> Result<(), EngineError> {
-        let info = self.qemu_img(&["info", "--output=json", image], &format!("qemu-img info {image}"))?;
-        let v: serde_json::Value = serde_json::from_slice(&info).unwrap_or_default();
-        let names: Vec<String> = v["format-specific"]["data"]["bitmaps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|b| b["name"].as_str())
-            .filter(|n| n.starts_with("corral-"))
-            .map(str::to_string)
-            .collect();
+        let info = self.img_info(std::path::Path::new(image))?;
+        let names: Vec<&str> = info.bitmaps().filter(|n| n.starts_with("corral-")).collect();
         for n in names {
             tracing::info!(image, bitmap = %n, "removing a backup bitmap before reverting to a snapshot");
             self.qemu_img(
-                &["bitmap", "--remove", image, &n],
+                &["bitmap", "--remove", image, n],
                 &format!("qemu-img bitmap --remove {n} on {image}"),
             )?;
         }

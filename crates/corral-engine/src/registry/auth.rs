@@ -96,14 +96,11 @@ impl Registry {
         Ok(n == 1)
     }
 
+    /// One user: looked up on every call a login session makes, so the statement is kept.
     pub fn user(&self, name: &str) -> Result<Option<UserRow>, EngineError> {
         self.conn
-            .query_row(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
-                [name],
-                user_row,
-            )
-            .optional()
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"))
+            .and_then(|mut st| st.query_row([name], user_row).optional())
             .map_err(self.db())
     }
 

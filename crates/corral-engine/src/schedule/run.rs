@@ -12,6 +12,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 
 use super::{locked, ms, Calendar, Clock, SystemClock};
 use crate::engine::backup::PrunePolicy;
+use crate::engine::jobs::pid_alive;
 use crate::engine::Engine;
 use crate::error::EngineError;
 
@@ -36,10 +37,6 @@ impl Drop for Claim {
     fn drop(&mut self) {
         locked(&self.engine.sched.running).remove(&self.name);
     }
-}
-
-fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn size(b: u64) -> String {
