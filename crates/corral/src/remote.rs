@@ -379,6 +379,22 @@ fn command_name(c: &crate::cli::Command) -> String {
         .join(" ")
 }
 
+/// The VMs a `backup run` selects, by the same rule as the local command, among the
+/// server's VMs.
+fn select(
+    remote: &Remote,
+    vms: &[String],
+    tags: &[String],
+    all: bool,
+    exclude: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let list: Vec<corral_types::VmStatus> = remote.get("/vms")?;
+    let known: Vec<(String, Vec<String>)> = list.into_iter().map(|s| (s.name, s.tags)).collect();
+    Ok(corral_engine::engine::backup::select_vms(
+        &known, vms, tags, all, exclude,
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -395,20 +411,4 @@ mod tests {
         assert_eq!(name(&["host", "stop-all"]), "host stop-all");
         assert_eq!(name(&["disk", "info", "a"]), "disk info");
     }
-}
-
-/// The VMs a `backup run` selects, by the same rule as the local command, among the
-/// server's VMs.
-fn select(
-    remote: &Remote,
-    vms: &[String],
-    tags: &[String],
-    all: bool,
-    exclude: &[String],
-) -> anyhow::Result<Vec<String>> {
-    let list: Vec<corral_types::VmStatus> = remote.get("/vms")?;
-    let known: Vec<(String, Vec<String>)> = list.into_iter().map(|s| (s.name, s.tags)).collect();
-    Ok(corral_engine::engine::backup::select_vms(
-        &known, vms, tags, all, exclude,
-    )?)
 }

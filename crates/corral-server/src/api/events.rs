@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use corral_engine::Engine;
-use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::AppState;
@@ -19,7 +18,7 @@ struct EventFeed {
     jobs: tokio::sync::broadcast::Receiver<corral_types::JobInfo>,
     tick: tokio::time::Interval,
     /// Each VM's state as last sent (`None` before the first look: that look sends all).
-    states: Option<std::collections::HashMap<String, String>>,
+    states: Option<std::collections::HashMap<String, corral_types::RunState>>,
     pending: std::collections::VecDeque<axum::response::sse::Event>,
 }
 
@@ -74,13 +73,10 @@ pub async fn events(
                     let old = f.states.take().unwrap_or_default();
                     let mut now = std::collections::HashMap::new();
                     for st in list {
-                        let v = serde_json::to_value(&st).unwrap_or(Value::Null);
-                        let name = v["name"].as_str().unwrap_or_default().to_string();
-                        let state = v["state"].as_str().unwrap_or_default().to_string();
-                        if old.get(&name) != Some(&state) {
-                            f.pending.push_back(Event::default().event("vm").json_data(&v).unwrap_or_default());
+                        if old.get(&st.name) != Some(&st.state) {
+                            f.pending.push_back(Event::default().event("vm").json_data(&st).unwrap_or_default());
                         }
-                        now.insert(name, state);
+                        now.insert(st.name, st.state);
                     }
                     f.states = Some(now);
                 }

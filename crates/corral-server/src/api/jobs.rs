@@ -199,10 +199,16 @@ mod tests {
             Ok::<_, EngineError>(7)
         };
         // No engine job appears for this work, so the call answers when the work ends: run
-        // it as its own task and give it a moment to be tracked.
+        // it as its own task and wait until the daemon tracks it.
         let (s, c) = (state.clone(), caller());
         tokio::spawn(async move { accepted(&s, &c, "vm", "test", work, |n| format!("{n}"), None).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while state.jobs.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the work is tracked");
         tx
     }
 

@@ -20,7 +20,7 @@ mod define;
 mod events;
 pub(crate) mod jobs;
 pub mod openapi;
-mod schedules;
+pub(crate) mod schedules;
 pub(crate) mod session;
 mod snapshots;
 mod vms;

@@ -115,13 +115,7 @@ pub async fn run_now(
 ) -> Result<Response, ApiError> {
     vm_name(&name)?;
     caller.require(Role::Operator, "running a schedule")?;
-    taking_work(&state)?;
-    let r = state.engine.schedule_run_now(&name).map_err(ApiError::from);
-    let handle = audited(&state, &caller, "schedule-run", &name, r)?;
-    // The daemon waits for it at shutdown, as for the jobs calls start.
-    state.jobs.spawn(async move {
-        let _ = handle.await;
-    });
+    start_run(&state, &caller, &name)?;
     let location = format!("/api/v1/schedules/{name}/runs");
     Ok((
         StatusCode::ACCEPTED,
@@ -129,6 +123,18 @@ pub async fn run_now(
         Json(json!({"schedule": name, "started": true})),
     )
         .into_response())
+}
+
+/// Starts a run of schedule `name` for `caller` (the API's and the web page's "run now"):
+/// audited, and waited for when the daemon stops, as the jobs calls start are.
+pub(crate) fn start_run(state: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    taking_work(state)?;
+    let r = state.engine.schedule_run_now(name).map_err(ApiError::from);
+    let handle = audited(state, caller, "schedule-run", name, r)?;
+    state.jobs.spawn(async move {
+        let _ = handle.await;
+    });
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::actions::{confirm_page, form_fields};
 use super::layout::{html_response, shell, PageError, Section, Viewer};
-use crate::api::{audited, taking_work};
+use crate::api::audited;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -296,14 +296,7 @@ pub async fn run_now(
     let caller = &viewer.caller;
     caller.check_form_csrf(f.csrf.as_deref())?;
     caller.require(Role::Operator, "running a schedule")?;
-    taking_work(&state)?;
-    // The run goes on as its own task and records its result; the daemon waits for it at
-    // shutdown, as for the jobs calls start.
-    let started = state.engine.schedule_run_now(name).map_err(ApiError::from);
-    let handle = audited(&state, caller, "schedule-run", name, started)?;
-    state.jobs.spawn(async move {
-        let _ = handle.await;
-    });
+    crate::api::schedules::start_run(&state, caller, name)?;
     Ok(Redirect::to(&format!("/schedules/{name}?done=started&schedule={name}")).into_response())
 }
 
