@@ -92,12 +92,20 @@
     field(row, 'message').textContent = j.message || '';
   }
 
-  // A job's progress (a `job` event) into every job table, adding its row if new.
+  const ENDED = ['succeeded', 'failed', 'interrupted'];
+
+  // A job's progress (a `job` event, or the 202 answer that started it) into every job
+  // table, adding its row if new. The answer and the event stream come over different
+  // connections, so a stale "running" may arrive after "succeeded": a row that has ended
+  // never goes back, and the end is announced once.
   function applyJob(j) {
+    let fresh = false;
     for (const table of document.querySelectorAll('table[data-jobs]')) {
       if (table.dataset.jobsVm && table.dataset.jobsVm !== j.vm) continue;
       const body = table.tBodies[0];
       let row = body.querySelector('tr[data-job="' + j.id + '"]');
+      if (row && ENDED.includes(row.dataset.state)) continue;
+      fresh = true;
       if (!row) {
         const tpl = table.nextElementSibling;
         if (!tpl || !tpl.matches('template.job-row')) continue;
@@ -109,6 +117,7 @@
       }
       fillJob(row, j);
     }
+    if (!fresh && document.querySelector('table[data-jobs]')) return;
     if (j.state === 'failed' || j.state === 'interrupted') {
       const banner = document.getElementById('last-failure');
       if (banner) {
