@@ -9,6 +9,7 @@ pub mod auth;
 mod disk;
 pub mod human;
 pub mod job;
+pub mod metrics;
 pub mod name;
 #[cfg(feature = "openapi")]
 mod openapi;
@@ -20,6 +21,10 @@ pub use auth::Role;
 pub use disk::{ChainLayer, CloneReport, ClonedDisk, CommitReport, ConsolidateItem, DiskChain, ImageInfo};
 pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};
 pub use job::{JobInfo, JobState, TransferBytes};
+pub use metrics::{
+    DiskIo, FsUsage, HostMetrics, Metric, MetricUnit, MetricsReport, MetricsSummary, NicIo, UnknownMetric, VcpuTime,
+    VmCpu, VmMemory, VmMetrics,
+};
 pub use name::{NameError, VmName};
 pub use schedule::{
     CalendarCheck, ScheduleAction, ScheduleOutcome, ScheduleRun, ScheduleSpec, ScheduleSpecError, ScheduleStatus,
