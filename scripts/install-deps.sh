@@ -3,7 +3,8 @@
 # emulator and qemu-img, from the same release: a newer qemu-utils from backports must be
 # replaced, hence the pinned versions), busybox-static and cpio for the test guest; chromium,
 # node and npm for the web page's end-to-end test (e2e/run.sh), and a font for its screenshots;
-# and the OpenAPI validator (below).
+# python3-aiosmtpd, the loopback SMTP server of the alert tests; the OpenAPI validator, munin-run
+# and promtool (below).
 # Idempotent: does nothing when everything is already in place.
 set -euo pipefail
 
@@ -30,13 +31,44 @@ install_openapi_validator() {
         "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" >&2
 }
 
+# The real clients the metrics tests check corral's output with, unpacked from Debian's
+# packages into the user's cache (nothing installed, no service started): munin-run from
+# munin-node (run as `perl -T -I...`, see crates/corral/tests/munin.rs) and promtool from
+# prometheus (a static binary; the package would also bring the server and ~10 web packages).
+TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/corral/tools"
+install_metric_tools() {
+    if [ -x "$TOOLS_DIR/prometheus/usr/bin/promtool" ] && [ -f "$TOOLS_DIR/munin/usr/sbin/munin-run" ]; then
+        return 0
+    fi
+    echo "install-deps: munin-run and promtool in $TOOLS_DIR" >&2
+    local dl
+    dl=$(mktemp -d)
+    chmod 755 "$dl" # apt's _apt user downloads into it
+    (cd "$dl" && apt-get download -qq munin-node munin-common libnet-server-perl liblist-moreutils-perl \
+        liblist-moreutils-xs-perl libexporter-tiny-perl prometheus >&2) || {
+        $SUDO apt-get update -qq
+        (cd "$dl" && apt-get download -qq munin-node munin-common libnet-server-perl liblist-moreutils-perl \
+            liblist-moreutils-xs-perl libexporter-tiny-perl prometheus >&2)
+    }
+    rm -rf "$TOOLS_DIR/munin" "$TOOLS_DIR/prometheus"
+    mkdir -p "$TOOLS_DIR/munin" "$TOOLS_DIR/prometheus"
+    for f in "$dl"/*.deb; do
+        case "$(basename "$f")" in
+            prometheus_*) dpkg-deb -x "$f" "$TOOLS_DIR/prometheus" ;;
+            *) dpkg-deb -x "$f" "$TOOLS_DIR/munin" ;;
+        esac
+    done
+    rm -rf "$dl"
+    "$TOOLS_DIR/prometheus/usr/bin/promtool" --version 2>&1 | head -1 >&2
+}
+
 need=()
 have_qemu=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
 have_img=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
 if [ -z "$have_qemu" ] || [ "$have_qemu" != "$have_img" ]; then
     need+=(qemu)
 fi
-for p in busybox-static cpio xz-utils chromium fonts-dejavu-core python3-venv; do
+for p in busybox-static cpio xz-utils chromium fonts-dejavu-core python3-venv python3-aiosmtpd perl; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 # Any node >= 18 runs the e2e test, wherever it came from (a distribution's nodejs may bundle
@@ -45,6 +77,7 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then
     install_openapi_validator
+    install_metric_tools
     echo "install-deps: everything is installed (qemu-system-x86 $have_qemu)" >&2
     exit 0
 fi
@@ -64,3 +97,4 @@ fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades "${pkgs[@]}" >&2
 echo "install-deps: $(qemu-system-x86_64 --version | head -1); $(qemu-img --version | head -1); node $(node --version)" >&2
 install_openapi_validator
+install_metric_tools
