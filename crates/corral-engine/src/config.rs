@@ -32,6 +32,9 @@ pub struct HostConfig {
     pub disk: DiskConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+    /// The daemon's sampling of resource use and the history it keeps (docs/metrics.md).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Scheduled jobs (`[[schedule]]`, docs/schedules.md), as loaded. The engine keeps the
     /// current list (`Engine::schedule_specs`), which `schedule_put`/`schedule_delete` change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -57,6 +60,37 @@ pub struct BackupConfig {
     /// more time for a store about 1% smaller on disk-image data (docs/benchmarks.md).
     #[serde(default = "zstd_fast")]
     pub zstd_level: i32,
+}
+
+/// How often `corral serve` samples resource use, and how long it keeps what it sampled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Time between two samples (and the resolution of the raw history).
+    #[serde(default = "ten_seconds")]
+    pub interval: HumanDuration,
+    /// How long raw samples are kept.
+    #[serde(default = "one_day")]
+    pub raw_retention: HumanDuration,
+    /// How long the 5-minute averages are kept.
+    #[serde(default = "thirty_days")]
+    pub average_retention: HumanDuration,
+}
+
+fn ten_seconds() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+fn one_day() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(86_400))
+}
+fn thirty_days() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30 * 86_400))
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
 }
 
 /// The overlay consolidation policy: `corral disk consolidate` merges an overlay (the active
@@ -270,6 +304,19 @@ impl HostConfig {
                     dir.display().to_string()
                 ));
             }
+        }
+        let m = &cfg.metrics;
+        if m.interval.0 < std::time::Duration::from_secs(1) || m.interval.0 > std::time::Duration::from_secs(300) {
+            return Err(format!(
+                "metrics.interval = \"{}\" is out of range; use 1s to 5m (default 10s)",
+                m.interval
+            ));
+        }
+        if m.raw_retention.0 < m.interval.0 || m.average_retention.0 < std::time::Duration::from_secs(300) {
+            return Err(format!(
+                "metrics.raw_retention = \"{}\" and metrics.average_retention = \"{}\" must be at least one interval and 5m",
+                m.raw_retention, m.average_retention
+            ));
         }
         check_schedules(&cfg.schedule, text)?;
         Ok(cfg)

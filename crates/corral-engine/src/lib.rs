@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod lock;
+pub mod metrics;
 pub mod paths;
 pub mod process;
 pub mod qemu_args;

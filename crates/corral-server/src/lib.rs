@@ -85,6 +85,8 @@ pub struct AppState {
     /// The results of the last jobs started by calls, by job id, for `GET /api/v1/jobs/ID`
     /// (a remote CLI prints them as the local one prints the engine's answer).
     pub results: Arc<std::sync::Mutex<std::collections::VecDeque<(i64, JobResult)>>>,
+    /// Resource use, sampled every `metrics.interval` while the server runs (see [`run`]).
+    pub sampler: Arc<corral_engine::metrics::Sampler>,
 }
 
 /// What a job started by a call ended with: the call's answer, or its error.
@@ -96,6 +98,7 @@ pub const KEPT_RESULTS: usize = 256;
 impl AppState {
     pub fn new(engine: Arc<Engine>, tls: bool) -> AppState {
         AppState {
+            sampler: Arc::new(corral_engine::metrics::Sampler::new(engine.clone())),
             engine,
             sessions: Default::default(),
             limiter: Default::default(),
@@ -164,6 +167,9 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let app = router(state.clone());
     let stop = state.stop.clone();
+    let sampler = state.sampler.clone();
+    let sampler_stop = stop.clone();
+    let sampling = tokio::spawn(async move { sampler.run(sampler_stop.cancelled()).await });
     match tls {
         Some(source) => {
             let (config, _) = tls::server_config(source)?;
@@ -175,6 +181,7 @@ pub async fn run(
                 .await?;
         }
     }
+    let _ = sampling.await;
     state.finish_jobs().await;
     Ok(())
 }

@@ -87,6 +87,21 @@ pub enum Command {
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<std::path::PathBuf>,
     },
+    /// Resource use of VMs and of the host: CPU, memory, disk and network, sampled over an
+    /// interval (no daemon needed).
+    Metrics {
+        /// VMs to show (default: all).
+        vms: Vec<String>,
+        /// The time between the two samples rates are computed from.
+        #[arg(long, default_value = "2s", value_name = "DURATION")]
+        interval: HumanDuration,
+        /// Keep sampling and printing every interval until interrupted (JSON: one object a line).
+        #[arg(long)]
+        watch: bool,
+        /// What VMs are given (vCPUs, memory, disks) against what the host has.
+        #[arg(long, conflicts_with_all = ["vms", "watch"])]
+        summary: bool,
+    },
     /// Users of the API and web page.
     #[command(subcommand)]
     User(UserCmd),

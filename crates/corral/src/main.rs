@@ -5,6 +5,7 @@ mod backup;
 mod cli;
 mod disk;
 mod layers;
+mod metrics;
 mod output;
 mod progress;
 mod remote;
@@ -87,6 +88,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Metrics {
+            vms,
+            interval,
+            watch,
+            summary,
+        } => metrics::run(&engine, &vms, interval.0, watch, summary, cli.json).await,
         Command::User(cmd) => server::user(&engine, cmd, cli.json),
         Command::Token(cmd) => server::token(&engine, cmd, cli.json),
         Command::Audit { limit } => server::audit(&engine, limit, cli.json),

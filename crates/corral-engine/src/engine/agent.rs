@@ -25,6 +25,18 @@ pub enum AgentError {
     Timeout { command: String, seconds: u64 },
 }
 
+/// One guest interface's counters as the agent reports them (the guest's view: rx is what
+/// the guest received).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceStats {
+    pub name: String,
+    pub mac: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
 pub struct GuestAgent {
     r: BufReader<OwnedReadHalf>,
     w: OwnedWriteHalf,
@@ -121,6 +133,28 @@ impl GuestAgent {
             .await?
             .as_u64()
             .unwrap_or(0))
+    }
+
+    /// Traffic counters of the guest's interfaces, by MAC address (lower case). The agent
+    /// reports them only for interfaces that have an address.
+    pub async fn interface_stats(&mut self, timeout: Duration) -> Result<Vec<InterfaceStats>, AgentError> {
+        let v = self.call("guest-network-get-interfaces", Value::Null, timeout).await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                let st = i.get("statistics")?;
+                let n = |k: &str| st.get(k).and_then(Value::as_u64).unwrap_or(0);
+                Some(InterfaceStats {
+                    name: i.get("name")?.as_str()?.to_string(),
+                    mac: i.get("hardware-address")?.as_str()?.to_ascii_lowercase(),
+                    rx_bytes: n("rx-bytes"),
+                    tx_bytes: n("tx-bytes"),
+                    rx_packets: n("rx-packets"),
+                    tx_packets: n("tx-packets"),
+                })
+            })
+            .collect())
     }
 
     /// `thawed` or `frozen`.

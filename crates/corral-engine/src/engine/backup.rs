@@ -70,7 +70,7 @@ fn nbd_err(vm: &str) -> impl Fn(corral_nbd::NbdError) -> EngineError + '_ {
 }
 
 impl Engine {
-    fn store_path(&self) -> PathBuf {
+    pub(crate) fn store_path(&self) -> PathBuf {
         self.cfg
             .backup
             .store

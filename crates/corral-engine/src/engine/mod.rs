@@ -21,7 +21,7 @@ mod pipeline;
 pub mod restore;
 pub mod save;
 pub mod snapshot;
-mod state;
+pub(crate) mod state;
 
 use std::sync::{Mutex, MutexGuard};
 

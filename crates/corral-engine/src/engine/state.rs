@@ -80,7 +80,7 @@ async fn query(paths: &VmPaths) -> Option<(String, Option<String>)> {
 
 /// What the pidfile, /proc and the saved state say, without asking QEMU: the state of a VM
 /// that has no live QEMU, or else (`Err`) the pid of the one it has.
-fn observe_files(spec: &VmSpec, paths: &VmPaths) -> Result<Observed, u32> {
+pub(crate) fn observe_files(spec: &VmSpec, paths: &VmPaths) -> Result<Observed, u32> {
     let state = match read_pidfile(&paths.pidfile()) {
         Some(pid) if is_our_qemu(pid, &uuid_of(spec)) => return Err(pid),
         Some(_) => RunState::Crashed,
@@ -90,17 +90,22 @@ fn observe_files(spec: &VmSpec, paths: &VmPaths) -> Result<Observed, u32> {
     Ok(Observed::idle(state))
 }
 
+/// The state of a VM whose QEMU is alive, from QEMU's run status (`None`: it did not answer).
+pub(crate) fn live_state(qemu_status: Option<&str>, paths: &VmPaths) -> RunState {
+    match qemu_status {
+        Some("running") | None => RunState::Running,
+        Some("inmigrate") | Some("prelaunch") if has_saved_state(paths) => RunState::Saved,
+        Some(_) => RunState::Paused,
+    }
+}
+
 /// The state of a VM whose QEMU (`pid`) is alive, from QEMU's own run status.
 async fn observe_live(pid: u32, paths: &VmPaths) -> Observed {
     let (qemu_status, vnc) = match query(paths).await {
         Some((s, v)) => (Some(s), v),
         None => (None, None),
     };
-    let state = match qemu_status.as_deref() {
-        Some("running") | None => RunState::Running,
-        Some("inmigrate") | Some("prelaunch") if has_saved_state(paths) => RunState::Saved,
-        Some(_) => RunState::Paused,
-    };
+    let state = live_state(qemu_status.as_deref(), paths);
     Observed {
         state,
         pid: Some(pid),
