@@ -57,6 +57,13 @@ impl Sampler {
             let mut c = self.cost.lock().unwrap_or_else(|p| p.into_inner());
             c.wall = t0.elapsed();
             c.passes += 1;
+            let running = report.vms.iter().filter(|v| v.pid.is_some()).count();
+            tracing::debug!(
+                "metrics pass {}: {} VMs ({running} running) in {:.2} ms",
+                c.passes,
+                report.vms.len(),
+                c.wall.as_secs_f64() * 1000.0
+            );
         }
         self.latest.send_replace(Some(report.clone()));
         Ok(report)
