@@ -19,8 +19,11 @@ fi
 OPENAPI_VALIDATOR_VERSION=0.9.0
 OPENAPI_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/corral/openapi-venv"
 install_openapi_validator() {
-    if "$OPENAPI_VENV/bin/python" -m pip show openapi-spec-validator 2>/dev/null \
-        | grep -qx "Version: $OPENAPI_VALIDATOR_VERSION"; then
+    # (Read whole before matching: `grep -q` closing the pipe early would make pip die of
+    # SIGPIPE, and pipefail would then reinstall every time.)
+    local shown
+    shown=$("$OPENAPI_VENV/bin/python" -m pip show openapi-spec-validator 2>/dev/null || true)
+    if grep -qx "Version: $OPENAPI_VALIDATOR_VERSION" <<<"$shown"; then
         return 0
     fi
     echo "install-deps: openapi-spec-validator $OPENAPI_VALIDATOR_VERSION in $OPENAPI_VENV" >&2
