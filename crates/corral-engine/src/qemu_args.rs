@@ -105,6 +105,10 @@ pub fn qemu_argv(spec: &VmSpec, plan: &LaunchPlan<'_>) -> Vec<String> {
         ]);
     }
 
+    if spec.balloon {
+        push(&["-device", "virtio-balloon-pci,id=balloon0"]);
+    }
+
     // Boot order: bootindex on devices, except for cdrom-once, which needs the legacy
     // `-boot once=d` (it only applies when no device carries a bootindex).
     let boot = spec.boot_from();

@@ -117,6 +117,10 @@ pub struct VmSpec {
     /// Add a virtio-serial channel for the QEMU guest agent (`qemu-ga` in the guest).
     #[serde(default)]
     pub guest_agent: bool,
+    /// Add a virtio balloon device: QEMU then reports the guest's memory as the balloon sees
+    /// it (`corral metrics`), and a guest with the driver can give memory back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub balloon: bool,
     /// An ISO attached as a CD-ROM drive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
@@ -332,6 +336,7 @@ impl VmSpec {
             autostart: false,
             serial_log: true,
             guest_agent: false,
+            balloon: false,
             cdrom: None,
             disks: vec![],
             boot: BootSpec::default(),

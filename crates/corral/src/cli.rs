@@ -584,6 +584,9 @@ pub struct CreateArgs {
     /// Add a channel for the QEMU guest agent.
     #[arg(long)]
     pub guest_agent: bool,
+    /// Add a virtio balloon device (its size shows in `corral metrics`).
+    #[arg(long)]
+    pub balloon: bool,
 }
 
 #[derive(Subcommand, Debug)]

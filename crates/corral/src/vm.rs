@@ -242,6 +242,7 @@ fn create(engine: &Engine, a: CreateArgs, json: bool) -> anyhow::Result<()> {
         network: a.network,
         autostart: a.autostart,
         guest_agent: a.guest_agent,
+        balloon: a.balloon,
     })?;
     if json {
         output::json(&spec);

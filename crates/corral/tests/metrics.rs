@@ -1,6 +1,6 @@
 //! `corral metrics` against a real guest under TCG: a busy vCPU shows as CPU time of its
 //! thread, writes to the disk as block I/O, traffic as NIC counters (through the real
-//! `qemu-ga`), and `--summary` adds up what the VMs are given.
+//! `qemu-ga`), a balloon device's size, and `--summary` adds up what the VMs are given.
 
 mod common;
 
@@ -23,7 +23,13 @@ fn vm<'a>(report: &'a Value, name: &str) -> &'a Value {
 fn metrics_of_a_busy_guest_and_a_stopped_one() {
     let env = Env::new();
     let g = guest();
-    env.create_guest_from("busy", &g.kernel, &g.initrd_qga, "", &["--guest-agent", "--cpus", "2"]);
+    env.create_guest_from(
+        "busy",
+        &g.kernel,
+        &g.initrd_qga,
+        "",
+        &["--guest-agent", "--balloon", "--cpus", "2"],
+    );
     env.create_guest("idle", "");
     env.ok(&["vm", "start", "busy"]);
     env.wait_ready("busy", 1);
@@ -87,6 +93,8 @@ fn metrics_of_a_busy_guest_and_a_stopped_one() {
     let mem = &busy["memory"];
     assert!(mem["rss_bytes"].as_u64().unwrap() > 32 << 20, "{mem}");
     assert_eq!(busy["memory_bytes"], 192u64 << 20);
+    // The balloon device reports the guest's memory (all of it: nothing was ballooned out).
+    assert_eq!(mem["balloon_actual_bytes"], 192u64 << 20, "{mem}");
 
     let disk0 = &busy["disks"][0];
     assert_eq!(disk0["disk"], "disk0", "{busy}");
@@ -103,6 +111,10 @@ fn metrics_of_a_busy_guest_and_a_stopped_one() {
     let idle = vm(&report, "idle");
     assert_eq!(idle["state"], "stopped");
     assert!(idle.get("cpu").is_none() && idle.get("pid").is_none(), "{idle}");
+    assert!(
+        env.argv("idle").iter().all(|a| !a.contains("balloon")),
+        "no balloon unless asked for"
+    );
     assert_eq!(idle["memory_bytes"], 192u64 << 20);
 
     // Only the VMs asked for; the table for people names them.

@@ -37,6 +37,7 @@ pub struct CreateOptions {
     pub network: Option<NetworkMode>,
     pub autostart: bool,
     pub guest_agent: bool,
+    pub balloon: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -256,6 +257,7 @@ impl Engine {
         spec.tags = o.tags;
         spec.autostart = o.autostart;
         spec.guest_agent = o.guest_agent;
+        spec.balloon = o.balloon;
         spec.display.mode = o.display.unwrap_or(d.display);
         spec.network.mode = o.network.unwrap_or(d.network);
         spec.cdrom = o.cdrom;

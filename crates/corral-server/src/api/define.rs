@@ -65,6 +65,8 @@ pub struct CreateBody {
     pub autostart: bool,
     #[serde(default)]
     pub guest_agent: bool,
+    #[serde(default)]
+    pub balloon: bool,
 }
 
 /// `POST /api/v1/vms`: a whole spec (as `corral vm define` reads it, in JSON), or the options
@@ -117,6 +119,7 @@ impl CreateBody {
             network: self.network,
             autostart: self.autostart,
             guest_agent: self.guest_agent,
+            balloon: self.balloon,
         })
     }
 }

@@ -152,6 +152,7 @@ fn spec_list(spec: &VmSpec) -> Markup {
             dt { "Network" } dd { (spec.network.mode) }
             dt { "Display" } dd { (spec.display.mode) }
             dt { "Guest agent" } dd { @if spec.guest_agent { "yes" } @else { "no" } }
+            dt { "Balloon" } dd { @if spec.balloon { "yes" } @else { "no" } }
         }
     }
 }
