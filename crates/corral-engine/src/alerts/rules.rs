@@ -44,6 +44,15 @@ impl VmSelector {
         VmSelector { patterns }
     }
 
+    /// `all`, or the patterns: `web*, tag:prod`.
+    pub fn describe(&self) -> String {
+        if self.patterns.is_empty() {
+            "all".into()
+        } else {
+            self.patterns.join(", ")
+        }
+    }
+
     pub fn matches(&self, name: &str, tags: &[String]) -> bool {
         self.patterns.is_empty()
             || self.patterns.iter().any(|p| match p.strip_prefix("tag:") {
