@@ -39,7 +39,7 @@ use super::{alerts, backups, define, events, jobs, schedules, session, snapshots
         alerts::list,
         serve,
     ),
-    components(schemas(vms::Action)),
+    components(schemas(vms::Action, corral_types::WebhookPayload)),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [], "csrf" = [])),
     tags(
