@@ -5,7 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use corral_types::{Accel, ByteSize, DisplayMode, HumanDuration, NetworkMode, Percent, ScheduleSpec};
+use corral_types::{
+    Accel, AlertRuleSpec, AlertsSettings, ByteSize, DisplayMode, HumanDuration, NetworkMode, NotifyConfig, Percent,
+    ScheduleSpec,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
@@ -39,6 +42,15 @@ pub struct HostConfig {
     /// current list (`Engine::schedule_specs`), which `schedule_put`/`schedule_delete` change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedule: Vec<ScheduleSpec>,
+    /// Threshold alert rules (`[[alert]]`, docs/alerts.md), checked when the config loads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert: Vec<AlertRuleSpec>,
+    /// `[alerts]`: re-notification, the built-in rules (crash, failed and old backups), history.
+    #[serde(default)]
+    pub alerts: AlertsSettings,
+    /// `[notify.mail]`, `[notify.webhook]`: where alerts go.
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// The file this was read from, or would be written to (`schedule_put` on a host
     /// running on defaults); `None` for a config parsed from text.
     #[serde(skip)]
@@ -289,7 +301,12 @@ impl HostConfig {
                 .next()
                 .unwrap_or("")
                 .replace("TOML parse error at ", "");
-            format!("{}: {}", head.trim_end_matches(':'), e.message().trim())
+            let entry = e
+                .span()
+                .and_then(|s| crate::alerts::rules::toml_error_entry(text, s.start))
+                .map(|w| format!("{w}: "))
+                .unwrap_or_default();
+            format!("{}: {entry}{}", head.trim_end_matches(':'), e.message().trim())
         })?;
         if cfg.defaults.cpus == 0 || cfg.defaults.cpus > 255 {
             return Err(format!(
@@ -319,6 +336,7 @@ impl HostConfig {
             ));
         }
         check_schedules(&cfg.schedule, text)?;
+        crate::alerts::rules::check_config(&cfg.alert, &cfg.alerts, &cfg.notify, text)?;
         Ok(cfg)
     }
 

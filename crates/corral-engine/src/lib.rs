@@ -6,7 +6,9 @@
 //! - [`process`]: detached spawning, pid checks, waiting for exit.
 //! - [`lock`]: per-VM flock so that mutations never race.
 //! - [`engine`]: the operations (define, start, stop, save, …) built from the above.
+//! - [`alerts`]: threshold and built-in alerts, their history and notifiers (docs/alerts.md).
 
+pub mod alerts;
 pub mod config;
 pub mod engine;
 pub mod error;

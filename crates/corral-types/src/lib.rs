@@ -5,6 +5,7 @@
 //! rules, and the JSON shapes that the CLI prints with `--json` (and that the REST API will
 //! serve). Everything that talks to QEMU or the disk lives in `corral-engine`.
 
+pub mod alert;
 pub mod auth;
 mod disk;
 pub mod human;
@@ -17,6 +18,10 @@ pub mod schedule;
 pub mod spec;
 pub mod status;
 
+pub use alert::{
+    AlertEvent, AlertInfo, AlertKind, AlertRuleSpec, AlertUnit, AlertsSettings, Comparison, MailNotify, MailTls,
+    NotificationOutcome, NotifyConfig, Severity, ThresholdValue, WebhookNotify, WebhookPayload,
+};
 pub use auth::Role;
 pub use disk::{ChainLayer, CloneReport, ClonedDisk, CommitReport, ConsolidateItem, DiskChain, ImageInfo};
 pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};

@@ -66,6 +66,8 @@ pub enum Command {
     /// Scheduled backups, verifies, prunes and gc (`[[schedule]]` in the config; `corral serve` runs them).
     #[command(subcommand)]
     Schedule(ScheduleCmd),
+    /// Alerts: the firing ones (--all: the history), or `alerts test` (`[[alert]]`, docs/alerts.md).
+    Alerts(AlertsArgs),
     /// Host-wide actions for boot and shutdown.
     #[command(subcommand)]
     Host(HostCmd),
@@ -287,6 +289,34 @@ pub enum ScheduleCmd {
         /// How many times to list.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
         count: u16,
+    },
+}
+
+/// `corral alerts [--all]` or `corral alerts test`.
+#[derive(Args, Debug)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  corral alerts                 # what is firing now\n  corral alerts --all --json    # the history\n  corral alerts test --notify mail"
+)]
+pub struct AlertsArgs {
+    /// The history too (resolved alerts), newest first.
+    #[arg(long)]
+    pub all: bool,
+    /// How many alerts to show at most.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[command(subcommand)]
+    pub cmd: Option<AlertsCmd>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertsCmd {
+    /// Send a test notification through every configured notifier (or one) and report how it
+    /// went; fails if any did not get through.
+    Test {
+        /// Only this notifier.
+        #[arg(long, value_name = "NOTIFIER", value_parser = ["mail", "webhook"])]
+        notify: Option<String>,
     },
 }
 

@@ -1,6 +1,7 @@
 //! The `corral` command. Parses arguments, opens the engine, runs one operation and prints
 //! its result; all VM logic lives in `corral-engine`.
 
+mod alerts;
 mod backup;
 mod cli;
 mod disk;
@@ -62,6 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(cmd) => backup::run(&engine, cmd, cli.json).await,
         Command::Store(cmd) => backup::store(&engine, cmd, cli.json),
         Command::Schedule(cmd) => schedule::run(&engine, cmd, cli.json).await,
+        Command::Alerts(args) => alerts::run(&engine, args, cli.json).await,
         Command::Serve {
             listen,
             insecure_http,

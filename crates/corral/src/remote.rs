@@ -346,6 +346,11 @@ pub fn run(remote: &Remote, command: crate::cli::Command, json: bool) -> anyhow:
             };
             crate::layers::print_jobs(&remote.get::<Vec<JobInfo>>(&path)?, json)
         }
+        Command::Alerts(crate::cli::AlertsArgs { cmd: None, all, limit }) => {
+            let list: Vec<corral_types::AlertInfo> = remote.get(&format!("/alerts?all={all}&limit={limit}"))?;
+            crate::alerts::print_list(&list, all, json);
+            Ok(())
+        }
         Command::Job(JobCmd::Show { id }) => {
             crate::layers::print_jobs(&[remote.get::<JobInfo>(&format!("/jobs/{id}"))?], json)
         }

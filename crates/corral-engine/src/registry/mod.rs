@@ -12,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::EngineError;
 
+mod alerts;
 mod auth;
 mod bases;
 mod jobs;
@@ -20,7 +21,7 @@ mod schedules;
 pub use auth::AuditRow;
 pub use bases::BaseRow;
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 pub struct Registry {
     conn: Connection,
@@ -196,6 +197,37 @@ impl Registry {
                  );
                  CREATE INDEX IF NOT EXISTS schedule_runs_by_name ON schedule_runs (schedule, id);
                  PRAGMA user_version = 5;
+                 COMMIT;",
+            )
+            .map_err(db)?;
+        }
+        if version < 6 {
+            // Alerts (see `alerts/`): every one that fired, open or resolved, with the outcome
+            // of each notification (a JSON list, like a schedule run's targets).
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS alerts (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     rule TEXT NOT NULL,
+                     kind TEXT NOT NULL,
+                     vm TEXT,
+                     metric TEXT,
+                     severity TEXT NOT NULL,
+                     comparison TEXT,
+                     value REAL,
+                     threshold REAL,
+                     unit TEXT,
+                     summary TEXT NOT NULL,
+                     job_id INTEGER,
+                     since_ms INTEGER NOT NULL,
+                     fired_ms INTEGER NOT NULL,
+                     resolved_ms INTEGER,
+                     resolved_note TEXT,
+                     last_notified_ms INTEGER,
+                     notifications TEXT NOT NULL DEFAULT '[]'
+                 );
+                 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (resolved_ms);
+                 PRAGMA user_version = 6;
                  COMMIT;",
             )
             .map_err(db)?;

@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 
+mod alerts;
 mod backups;
 mod define;
 mod events;
@@ -67,6 +68,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/jobs", get(jobs::list))
         .route("/api/v1/jobs/{id}", get(jobs::show))
         .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/alerts", get(alerts::list))
         .fallback(|| async { ApiError::not_found("no such API path; see /api/v1/openapi.json") })
 }
 

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{backups, define, events, jobs, schedules, session, snapshots, vms};
+use super::{alerts, backups, define, events, jobs, schedules, session, snapshots, vms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,9 +36,10 @@ use super::{backups, define, events, jobs, schedules, session, snapshots, vms};
         backups::gc,
         schedules::list, schedules::put, schedules::delete, schedules::run_now, schedules::runs,
         jobs::list, jobs::show, events::events,
+        alerts::list,
         serve,
     ),
-    components(schemas(vms::Action)),
+    components(schemas(vms::Action, corral_types::WebhookPayload)),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [], "csrf" = [])),
     tags(
@@ -47,6 +48,7 @@ use super::{backups, define, events, jobs, schedules, session, snapshots, vms};
         (name = "backups", description = "Backups in the deduplicating store: run, list, restore, verify, prune"),
         (name = "jobs", description = "Long operations and the event stream"),
         (name = "schedules", description = "Scheduled backups, verifies, prunes and gc (`[[schedule]]` in the host config)"),
+        (name = "alerts", description = "Threshold and built-in alerts (`[[alert]]` in the host config): firing and past"),
         (name = "session", description = "Logging in (the web page), the caller, the audit log"),
     ),
 )]

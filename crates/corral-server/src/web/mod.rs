@@ -22,6 +22,7 @@ use crate::auth::MaybeCaller;
 use crate::AppState;
 
 mod actions;
+mod alerts;
 mod assets;
 mod dashboard;
 mod jobs;
@@ -46,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .route("/schedules/{name}", get(schedules::detail))
         .route("/schedules/{name}/run", post(schedule_forms::run_now))
         .route("/schedules/{name}/delete", post(schedule_forms::delete))
+        .route("/alerts", get(alerts::page))
         .route("/static/{file}", get(assets::file))
         .layer(middleware::map_response(security_headers))
 }
