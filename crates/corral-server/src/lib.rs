@@ -14,6 +14,7 @@ use corral_engine::Engine;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod alerting;
 mod api;
 pub mod auth;
 mod error;
@@ -170,6 +171,7 @@ pub async fn run(
     let sampler = state.sampler.clone();
     let sampler_stop = stop.clone();
     let sampling = tokio::spawn(async move { sampler.run(sampler_stop.cancelled()).await });
+    let alerting = tokio::spawn(alerting::run(state.sampler.clone(), stop.clone()));
     match tls {
         Some(source) => {
             let (config, _) = tls::server_config(source)?;
@@ -182,6 +184,7 @@ pub async fn run(
         }
     }
     let _ = sampling.await;
+    let _ = alerting.await;
     state.finish_jobs().await;
     Ok(())
 }
