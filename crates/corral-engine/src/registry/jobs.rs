@@ -200,6 +200,9 @@ mod tests {
         reg.job_insert("commit", "commit", "t", 1, 500).unwrap(); // still running
         let f = reg.job_failures_since(200).unwrap();
         assert_eq!(f.kinds, ["backup", "clone", "commit", "restore"]);
-        assert_eq!(f.failed, [(late, "backup".to_string()), (restore, "restore".to_string())]);
+        assert_eq!(
+            f.failed,
+            [(late, "backup".to_string()), (restore, "restore".to_string())]
+        );
     }
 }
