@@ -163,9 +163,12 @@ fn parse_config(text: &str) -> Vec<(String, ConfigGraph)> {
     graphs
 }
 
+/// Fetched values: graph → (field, value; `None` for U), in order.
+type Fetched = Vec<(String, Vec<(String, Option<f64>)>)>;
+
 /// Parses fetch output (`multigraph X`, `field.value N|U`): graph → field → value (`None`: U).
-fn parse_fetch(text: &str) -> Vec<(String, Vec<(String, Option<f64>)>)> {
-    let mut graphs: Vec<(String, Vec<(String, Option<f64>)>)> = vec![];
+fn parse_fetch(text: &str) -> Fetched {
+    let mut graphs: Fetched = vec![];
     for line in text.lines() {
         if let Some(name) = graph_name(line) {
             graphs.push((name, vec![]));
@@ -188,7 +191,7 @@ fn parse_fetch(text: &str) -> Vec<(String, Vec<(String, Option<f64>)>)> {
     graphs
 }
 
-fn value(fetch: &[(String, Vec<(String, Option<f64>)>)], graph: &str, field: &str) -> Option<f64> {
+fn value(fetch: &Fetched, graph: &str, field: &str) -> Option<f64> {
     let (_, fields) = fetch
         .iter()
         .find(|(g, _)| g == graph)
