@@ -363,8 +363,8 @@ fn munin_run_reads_the_plugin_corral_installs() {
         ("corral_memory.up", "rss"),
         ("corral_disk.up", "disk0_read"),
         ("corral_diskops.up", "disk0_write"),
-        ("corral_cpu", "up"),
-        ("corral_memory", "up"),
+        ("corral_cpu", "up_cpu"),
+        ("corral_memory", "up_rss"),
         ("corral_net.up", "nic0_sent"),
     ] {
         assert!(value(&fetch, graph, field).is_some(), "{graph}/{field} is U");
@@ -374,7 +374,7 @@ fn munin_run_reads_the_plugin_corral_installs() {
             assert!(fields.iter().all(|(_, v)| v.is_none()), "{graph}: {fields:?}");
         }
     }
-    assert_eq!(value(&fetch, "corral_cpu", "down"), None);
+    assert_eq!(value(&fetch, "corral_cpu", "down_cpu"), None);
     assert_eq!(value(&fetch, "corral_vms", "running"), Some(1.0));
     assert_eq!(value(&fetch, "corral_vms", "stopped"), Some(1.0));
     assert_eq!(

@@ -6,7 +6,8 @@
 //! given against what the host has), `corral_space`, then per resource an overview with one
 //! field per VM and a child graph per VM (`corral_cpu.web1`): `corral_cpu`, `corral_memory`,
 //! `corral_disk` (bytes), `corral_diskops`, and `corral_net` for VMs whose NIC counters the
-//! guest agent can give. Every defined VM has its graphs; while it has no QEMU process its
+//! guest agent can give. An overview's fields are named after the VM with a suffix
+//! (`web1_cpu`, `web1_read`), never exactly like a child graph. Every defined VM has its graphs; while it has no QEMU process its
 //! values are `U`. Counters are `DERIVE` with `min 0`: a new QEMU process starts them again
 //! from 0, which munin then records as unknown instead of a spike.
 
@@ -190,14 +191,20 @@ pub fn graphs(report: &MetricsReport, layout: &[VmLayout], limits: Limits) -> Ve
     let mut children = vec![];
     for (v, n) in vms.iter().zip(&names) {
         let secs = v.cpu.as_ref().map(|c| c.seconds_total);
+        // Not named like the child graph (`corral_cpu.NAME`): munin would mix the two up.
         cpu.fields
-            .push(field(n, &v.name, "DERIVE", secs.map(centi)).with("draw", "AREASTACK"));
+            .push(field(format!("{n}_cpu"), &v.name, "DERIVE", secs.map(centi)).with("draw", "AREASTACK"));
         let mut g = graph(
             format!("corral_cpu.{n}"),
             format!("{}: CPU", v.name),
             "%",
             COUNT,
-            format!("{} has {} vCPUs; 100% = all of them busy.", v.name, v.vcpus),
+            format!(
+                "{} has {} vCPU{}; 100% = all busy.",
+                v.name,
+                v.vcpus,
+                if v.vcpus == 1 { "" } else { "s" }
+            ),
         );
         let vcpus = v.vcpus.max(1) as f64;
         g.fields.push(
@@ -233,7 +240,7 @@ pub fn graphs(report: &MetricsReport, layout: &[VmLayout], limits: Limits) -> Ve
     for (v, n) in vms.iter().zip(&names) {
         let rss = v.memory.as_ref().map(|m| Value::Int(m.rss_bytes));
         mem.fields
-            .push(field(n, &v.name, "GAUGE", rss).with("draw", "AREASTACK"));
+            .push(field(format!("{n}_rss"), &v.name, "GAUGE", rss).with("draw", "AREASTACK"));
         let mut g = graph(
             format!("corral_memory.{n}"),
             format!("{}: memory", v.name),
