@@ -18,6 +18,7 @@ mod alerting;
 mod api;
 pub mod auth;
 mod error;
+pub mod prometheus;
 mod tls;
 mod web;
 pub use error::ApiError;
@@ -88,6 +89,8 @@ pub struct AppState {
     pub results: Arc<std::sync::Mutex<std::collections::VecDeque<(i64, JobResult)>>>,
     /// Resource use, sampled every `metrics.interval` while the server runs (see [`run`]).
     pub sampler: Arc<corral_engine::metrics::Sampler>,
+    /// What `GET /metrics` remembers between scrapes (backup manifests read, job failures).
+    pub exporter: Arc<prometheus::Exporter>,
 }
 
 /// What a job started by a call ended with: the call's answer, or its error.
@@ -100,6 +103,7 @@ impl AppState {
     pub fn new(engine: Arc<Engine>, tls: bool) -> AppState {
         AppState {
             sampler: Arc::new(corral_engine::metrics::Sampler::new(engine.clone())),
+            exporter: Default::default(),
             engine,
             sessions: Default::default(),
             limiter: Default::default(),
@@ -194,10 +198,12 @@ pub fn tls_certificate(source: &TlsSource) -> Result<std::path::PathBuf, ServeEr
     tls::server_config(source).map(|(_, cert)| cert)
 }
 
-/// The whole HTTP surface: the API under `/api/v1`, the web page everywhere else.
+/// The whole HTTP surface: the API under `/api/v1`, Prometheus's `/metrics`, the web page
+/// everywhere else.
 pub fn router(state: AppState) -> Router {
     web::router()
         .merge(api::router())
+        .merge(prometheus::router())
         .layer(axum::middleware::from_fn(web::html_not_found))
         .with_state(state)
 }

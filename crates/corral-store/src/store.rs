@@ -277,6 +277,37 @@ impl Store {
         Ok(out)
     }
 
+    /// The ids of the complete backups in the store at `root`, unsorted, without opening it
+    /// (no pack indexes read, no lock taken): for monitoring, which looks often and needs only
+    /// manifests. A backup is complete once its directory is there (one rename publishes it);
+    /// one deleted meanwhile may be listed and then be gone.
+    pub fn peek_backup_ids(root: &Path) -> Result<Vec<String>> {
+        let mut ids = fsutil::list_names(&root.join("backups"))?;
+        ids.retain(|id| manifest::is_valid_id(id));
+        Ok(ids)
+    }
+
+    /// One backup's manifest from the store at `root`, without opening it (see
+    /// [`Store::peek_backup_ids`]).
+    pub fn peek_manifest(root: &Path, id: &str) -> Result<Manifest> {
+        if !manifest::is_valid_id(id) {
+            return Err(StoreError::BackupNotFound(id.to_string()));
+        }
+        let p = root.join("backups").join(id).join("manifest.json");
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::BackupNotFound(id.to_string()))
+            }
+            Err(e) => return Err(StoreError::io(&p, e)),
+        };
+        let m = Manifest::decode(&p, &bytes)?;
+        if m.id != id {
+            return Err(StoreError::corrupt(&p, format!("says it is backup {}", m.id)));
+        }
+        Ok(m)
+    }
+
     pub(crate) fn backup_dir(&self, id: &str) -> Result<PathBuf> {
         if !manifest::is_valid_id(id) {
             return Err(StoreError::BackupNotFound(id.to_string()));

@@ -140,6 +140,23 @@ fn manifest_records_everything_and_list_is_oldest_first() {
     let s2 = Store::open(s.root()).unwrap();
     assert_eq!(s2.list(None).unwrap().len(), 2);
     assert_eq!(restore(&s2, &id1, "root"), disk);
+
+    // Peeking without opening (monitoring) finds the same backups and manifests; an id that
+    // is not there, or not an id at all, is "not found".
+    let mut peeked = Store::peek_backup_ids(s.root()).unwrap();
+    peeked.sort();
+    let listed: Vec<String> = s.list(None).unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(peeked, listed);
+    assert_eq!(Store::peek_manifest(s.root(), &id1).unwrap(), m);
+    assert!(matches!(
+        Store::peek_manifest(s.root(), "19700101T000000.000Z-00000000"),
+        Err(corral_store::StoreError::BackupNotFound(_))
+    ));
+    assert!(matches!(
+        Store::peek_manifest(s.root(), "../store.json"),
+        Err(corral_store::StoreError::BackupNotFound(_))
+    ));
+    assert!(Store::peek_backup_ids(&t.path().join("nowhere")).unwrap().is_empty());
 }
 
 #[test]

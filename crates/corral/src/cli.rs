@@ -104,6 +104,10 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["vms", "watch"])]
         summary: bool,
     },
+    /// The munin plugin (`corral_all`: CPU, memory, disk and network of every VM, and what
+    /// VMs are given against the host): link it into munin and configure it.
+    #[command(subcommand)]
+    Munin(MuninCmd),
     /// Users of the API and web page.
     #[command(subcommand)]
     User(UserCmd),
@@ -617,6 +621,25 @@ pub struct CreateArgs {
     /// Add a virtio balloon device (its size shows in `corral metrics`).
     #[arg(long)]
     pub balloon: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MuninCmd {
+    /// Link `corral_all` to this binary in munin's plugin dir and write its plugin-conf.d
+    /// section (runs as root; the config in use unless it is the default). Idempotent.
+    Install {
+        #[arg(long, default_value = "/etc/munin/plugins", value_name = "DIR")]
+        plugin_dir: PathBuf,
+        #[arg(long, default_value = "/etc/munin/plugin-conf.d", value_name = "DIR")]
+        conf_dir: PathBuf,
+    },
+    /// Remove the link and the plugin-conf.d file `install` made.
+    Uninstall {
+        #[arg(long, default_value = "/etc/munin/plugins", value_name = "DIR")]
+        plugin_dir: PathBuf,
+        #[arg(long, default_value = "/etc/munin/plugin-conf.d", value_name = "DIR")]
+        conf_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,6 +7,7 @@ mod cli;
 mod disk;
 mod layers;
 mod metrics;
+mod munin;
 mod output;
 mod progress;
 mod remote;
@@ -52,6 +53,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Schedule(cli::ScheduleCmd::Check { expr, count }) = &cli.command {
         return schedule::check(expr, *count as usize, cli.json);
     }
+    // Needs the config only to check it and name it.
+    if let Command::Munin(cmd) = &cli.command {
+        return match cmd {
+            cli::MuninCmd::Install { plugin_dir, conf_dir } => {
+                load_config(&cli)?;
+                let config = munin::install::config_for_plugin(cli.config.as_deref())?;
+                munin::install(plugin_dir, conf_dir, config, cli.json)
+            }
+            cli::MuninCmd::Uninstall { plugin_dir, conf_dir } => munin::uninstall(plugin_dir, conf_dir, cli.json),
+        };
+    }
     let cfg = load_config(&cli)?;
     let engine = std::sync::Arc::new(Engine::open(cfg).context("cannot open the corral data directory")?);
     match cli.command {
@@ -96,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             watch,
             summary,
         } => metrics::run(&engine, &vms, interval.0, watch, summary, cli.json).await,
+        Command::Munin(_) => unreachable!("handled above"),
         Command::User(cmd) => server::user(&engine, cmd, cli.json),
         Command::Token(cmd) => server::token(&engine, cmd, cli.json),
         Command::Audit { limit } => server::audit(&engine, limit, cli.json),
@@ -128,6 +141,11 @@ fn message(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // Linked as `corral_*` in munin's plugin dir: answer munin, not a command line.
+    if let Some(name) = munin::plugin_name(std::env::args_os().next().as_deref()) {
+        init_logging(0);
+        return munin::plugin_main(&name);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let json = cli.json;

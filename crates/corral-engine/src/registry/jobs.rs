@@ -112,6 +112,41 @@ impl Registry {
     }
 }
 
+/// What monitoring counts of the job history: every job kind recorded (so each has a series
+/// from the start), and the failed jobs that finished at or after a time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFailures {
+    pub kinds: Vec<String>,
+    /// `(id, kind)` of each failed job, by id.
+    pub failed: Vec<(i64, String)>,
+}
+
+impl Registry {
+    /// The job kinds and the failures since `since_ms` (Unix ms of `finished_ms`): two small
+    /// queries over at most [`KEEP_JOBS`] rows plus the running ones.
+    pub fn job_failures_since(&self, since_ms: i64) -> Result<JobFailures, EngineError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT kind FROM jobs ORDER BY kind")
+            .map_err(self.db())?;
+        let kinds = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(self.db())?
+            .collect::<Result<_, _>>()
+            .map_err(self.db())?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, kind FROM jobs WHERE state = 'failed' AND finished_ms >= ?1 ORDER BY id")
+            .map_err(self.db())?;
+        let failed = stmt
+            .query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.db())?
+            .collect::<Result<_, _>>()
+            .map_err(self.db())?;
+        Ok(JobFailures { kinds, failed })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +178,31 @@ mod tests {
         }
         assert!(reg.job(id).unwrap().is_none(), "the oldest finished job was pruned");
         assert!(reg.job(other).unwrap().is_some(), "a running job is never pruned");
+    }
+
+    #[test]
+    fn failures_since_a_time_and_every_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(&dir.path().join("r.db")).unwrap();
+        assert_eq!(reg.job_failures_since(0).unwrap(), JobFailures::default());
+        let finish = |kind: &str, state: JobState, at: i64| {
+            let id = reg.job_insert("v", kind, "t", 1, at - 10).unwrap();
+            let mut j = reg.job(id).unwrap().unwrap();
+            j.state = state;
+            j.finished_ms = Some(at);
+            reg.job_finish(&j).unwrap();
+            id
+        };
+        finish("backup", JobState::Failed, 100); // before the time asked for
+        let late = finish("backup", JobState::Failed, 200);
+        finish("clone", JobState::Succeeded, 300);
+        let restore = finish("restore", JobState::Failed, 400);
+        reg.job_insert("commit", "commit", "t", 1, 500).unwrap(); // still running
+        let f = reg.job_failures_since(200).unwrap();
+        assert_eq!(f.kinds, ["backup", "clone", "commit", "restore"]);
+        assert_eq!(
+            f.failed,
+            [(late, "backup".to_string()), (restore, "restore".to_string())]
+        );
     }
 }

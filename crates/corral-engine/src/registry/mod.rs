@@ -20,6 +20,7 @@ mod schedules;
 
 pub use auth::AuditRow;
 pub use bases::BaseRow;
+pub use jobs::JobFailures;
 
 const SCHEMA_VERSION: i64 = 6;
 
