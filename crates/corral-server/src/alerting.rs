@@ -27,7 +27,9 @@ pub async fn run(sampler: Arc<Sampler>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             changed = passes.changed() => if changed.is_err() { break },
         }
-        let Some(report) = passes.borrow_and_update().clone() else { continue };
+        let Some(report) = passes.borrow_and_update().clone() else {
+            continue;
+        };
         // Rates (and so threshold values) need a pass before; the first one only sets the stage.
         if report.interval_ms.is_none() {
             continue;

@@ -209,7 +209,10 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn munin_run_reads_the_plugin_corral_installs() {
-    let env = Env::new();
+    // An alert rule gives munin a level the plugin's environment does not set.
+    let env = Env::with_config(
+        "[[alert]]\nname = \"rss\"\nmetric = \"memory\"\nabove = \"99%\"\nvms = [\"up\"]\nseverity = \"critical\"\n",
+    );
     let g = common::guest();
     env.create_guest_from("up", &g.kernel, &g.initrd_qga, "", &["--guest-agent"]);
     env.ok(&["vm", "start", "up"]);
@@ -349,8 +352,13 @@ fn munin_run_reads_the_plugin_corral_installs() {
             attr(&format!("corral_memory.{vm}"), "rss", "warning").as_deref(),
             Some("90")
         );
-        assert_eq!(attr(&format!("corral_memory.{vm}"), "rss", "critical"), None);
     }
+    assert_eq!(attr("corral_memory.up", "rss", "critical").as_deref(), Some("99"));
+    assert_eq!(
+        attr("corral_memory.down", "rss", "critical"),
+        None,
+        "the rule watches `up` only"
+    );
     assert_eq!(
         attr("corral_disk.up", "disk0_write", "negative").as_deref(),
         Some("disk0_read")

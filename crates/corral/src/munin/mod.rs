@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use corral_engine::alerts::AlertRule;
 use corral_engine::{Engine, HostConfig};
 use corral_types::{Metric, NetworkMode, VmMetrics};
 
@@ -58,23 +59,18 @@ impl Levels {
 }
 
 /// The warning and critical levels munin shows and checks for a VM's metric, in the metric's
-/// unit (CPU: % of the VM's vCPUs; memory: resident % of configured).
-///
-/// The seam for corral's alert rules (`[[alert]]` in the host config): when they land, this
-/// becomes the alert engine's `thresholds(rules, vm, &vm.tags, metric)`, with these
-/// environment levels kept as an override for munin alone. Today only the environment
-/// feeds it.
-pub fn thresholds(
-    levels: &Levels,
-    _config: &HostConfig,
-    _vm: &VmMetrics,
-    metric: Metric,
-) -> (Option<f64>, Option<f64>) {
-    match metric {
+/// unit (CPU: % of the VM's vCPUs; memory: resident % of configured): corral's own alert
+/// rules (`[[alert]]` with `above`, the lowest of each severity that watches this VM), each
+/// side overridden by the plugin's environment (`env.cpu_warning 80` in plugin-conf.d) when
+/// that is set, for a munin that should warn at other levels than the mails do.
+pub fn thresholds(levels: &Levels, rules: &[AlertRule], vm: &VmMetrics, metric: Metric) -> (Option<f64>, Option<f64>) {
+    let (warning, critical) = corral_engine::alerts::thresholds(rules, &vm.name, &vm.tags, metric);
+    let (env_warning, env_critical) = match metric {
         Metric::Cpu => levels.cpu,
         Metric::Memory => levels.memory,
         _ => (None, None),
-    }
+    };
+    (env_warning.or(warning), env_critical.or(critical))
 }
 
 /// What the specs say about each VM's disks and NIC.
@@ -138,8 +134,8 @@ async fn sample_graphs(levels: &Levels) -> anyhow::Result<Vec<graphs::Graph>> {
     let engine = Engine::open(cfg).context("cannot open the corral data directory")?;
     let report = engine.metrics_sample(&[]).await?;
     let layout = layout(&engine)?;
-    let config = engine.config();
-    let limits = |vm: &VmMetrics, m: Metric| thresholds(levels, config, vm, m);
+    let rules = engine.alert_rules();
+    let limits = |vm: &VmMetrics, m: Metric| thresholds(levels, &rules, vm, m);
     Ok(graphs::graphs(&report, &layout, &limits))
 }
 
@@ -213,12 +209,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("env.memory_warning") && e.contains("lots"), "{e}");
-        let cfg = HostConfig::default();
         let vm: VmMetrics = serde_json::from_value(serde_json::json!({
-            "name": "web", "state": "running", "vcpus": 1, "memory_bytes": 1024
+            "name": "web", "state": "running", "vcpus": 1, "memory_bytes": 1024, "tags": ["prod"]
         }))
         .unwrap();
-        assert_eq!(thresholds(&l, &cfg, &vm, Metric::Cpu), (Some(80.0), None));
-        assert_eq!(thresholds(&l, &cfg, &vm, Metric::DiskRead), (None, None));
+        assert_eq!(thresholds(&l, &[], &vm, Metric::Cpu), (Some(80.0), None));
+        assert_eq!(thresholds(&l, &[], &vm, Metric::DiskRead), (None, None));
+
+        // The alert rules that watch the VM give the levels; the environment overrides a side.
+        let cfg = HostConfig::parse(
+            "[[alert]]\nmetric = \"cpu\"\nabove = \"70%\"\nvms = [\"tag:prod\"]\nseverity = \"critical\"\n\n\
+             [[alert]]\nmetric = \"memory\"\nabove = \"90%\"\nvms = [\"db*\"]\n",
+        )
+        .unwrap();
+        let rules = corral_engine::alerts::rules::compile_all(&cfg.alert, &cfg.notify);
+        assert_eq!(rules.len(), 2);
+        let none = Levels::from_env(env(&[])).unwrap();
+        assert_eq!(thresholds(&none, &rules, &vm, Metric::Cpu), (None, Some(70.0)));
+        assert_eq!(thresholds(&l, &rules, &vm, Metric::Cpu), (Some(80.0), Some(70.0)));
+        assert_eq!(
+            thresholds(&none, &rules, &vm, Metric::Memory),
+            (None, None),
+            "db* does not match web"
+        );
     }
 }
