@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod disk;
+pub mod history;
 pub mod human;
 pub mod job;
 pub mod metrics;
@@ -19,6 +20,7 @@ pub mod status;
 
 pub use auth::Role;
 pub use disk::{ChainLayer, CloneReport, ClonedDisk, CommitReport, ConsolidateItem, DiskChain, ImageInfo};
+pub use history::{HistoryRange, HistorySeries, MetricsHistory, SeriesUnit, UnknownRange};
 pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};
 pub use job::{JobInfo, JobState, TransferBytes};
 pub use metrics::{

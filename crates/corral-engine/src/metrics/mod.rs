@@ -5,6 +5,7 @@
 //! pass reads /proc for every running QEMU and asks each one's status monitor (concurrently)
 //! for vCPU threads and block statistics; VMs without QEMU cost no more than `list` does.
 
+pub mod history;
 mod live;
 pub(crate) mod procfs;
 mod rates;
@@ -13,6 +14,7 @@ mod summary;
 
 use corral_types::{MetricsReport, VmName};
 
+pub use history::{History, HistoryError};
 pub use rates::with_rates;
 pub use sampler::{PassCost, Sampler};
 
