@@ -55,6 +55,8 @@ pub enum HistoryError {
         path.display()
     )]
     Newer { path: PathBuf, found: i64 },
+    #[error("metrics history: the write panicked: {0}")]
+    Panicked(String),
 }
 
 /// What the writer keeps between passes.
