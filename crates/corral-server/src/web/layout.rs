@@ -42,6 +42,7 @@ pub enum Section {
     Vms,
     Jobs,
     Schedules,
+    Host,
     None,
 }
 
@@ -75,6 +76,7 @@ pub fn shell(title: &str, viewer: Option<&Viewer>, section: Section, body: Marku
                             (nav_link("/", "VMs", Section::Vms))
                             (nav_link("/jobs", "Jobs", Section::Jobs))
                             (nav_link("/schedules", "Schedules", Section::Schedules))
+                            (nav_link("/host", "Host", Section::Host))
                         }
                         form.logout method="post" action="/logout" {
                             span.who { (v.name()) " (" (v.role()) ")" }
