@@ -155,10 +155,8 @@ pub fn segments(times: &[i64], values: &[Option<f64>], gap_ms: i64) -> Vec<Vec<(
     let mut last: Option<i64> = None;
     for (&t, v) in times.iter().zip(values) {
         let far = last.is_some_and(|l| t - l > gap_ms);
-        if far || !v.is_some_and(f64::is_finite) {
-            if !run.is_empty() {
-                out.push(std::mem::take(&mut run));
-            }
+        if (far || !v.is_some_and(f64::is_finite)) && !run.is_empty() {
+            out.push(std::mem::take(&mut run));
         }
         if let Some(v) = v.filter(|v| v.is_finite()) {
             run.push((t, v));

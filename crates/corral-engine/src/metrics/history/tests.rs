@@ -92,8 +92,11 @@ fn open(dir: &tempfile::TempDir, m: &MetricsConfig) -> History {
     History::open_at(&dir.path().join("metrics.db"), m).unwrap()
 }
 
-/// (vm, t, n, up, cpu_avg, cpu_max) of every average row.
-fn averages(h: &History) -> Vec<(String, i64, i64, i64, Option<f64>, Option<f64>)> {
+/// (vm, t, n, up, cpu_avg, cpu_max) of an average row.
+type AvgRow = (String, i64, i64, i64, Option<f64>, Option<f64>);
+
+/// Every average row, by VM and time.
+fn averages(h: &History) -> Vec<AvgRow> {
     let c = h.reader.lock().unwrap();
     let mut s = c
         .prepare("SELECT name, t, n, up, cpu_avg, cpu_max FROM vm_avg JOIN vms ON vms.id = vm ORDER BY name, t")
