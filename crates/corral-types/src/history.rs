@@ -47,13 +47,13 @@ impl HistoryRange {
     }
 
     /// The width of one point when samples come every `interval_ms`: 360 points of 10 s for
-    /// an hour, 288 of 5 minutes for a day, 300 of 2 h 24 min for a month, never finer than
-    /// the sampling interval.
+    /// an hour, 288 of 5 minutes for a day, 288 of 2 h 30 min (whole 5-minute averages) for a
+    /// month; never finer than the sampling interval.
     pub fn step_ms(self, interval_ms: i64) -> i64 {
         let step = match self {
             HistoryRange::Hour => 10_000,
             HistoryRange::Day => 5 * MINUTE_MS,
-            HistoryRange::Month => 144 * MINUTE_MS,
+            HistoryRange::Month => 150 * MINUTE_MS,
         };
         step.max(interval_ms.max(1))
     }
@@ -166,7 +166,7 @@ mod tests {
         for (r, points) in [
             (HistoryRange::Hour, 360),
             (HistoryRange::Day, 288),
-            (HistoryRange::Month, 300),
+            (HistoryRange::Month, 288),
         ] {
             assert_eq!(r.span_ms() / r.step_ms(10_000), points, "{r}");
         }

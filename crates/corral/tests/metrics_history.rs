@@ -215,7 +215,7 @@ fn history_of_a_busy_guest_in_the_api_and_as_graphs() {
     assert!(month
         .body
         .contains("href=\"?range=month#resources\" aria-current=\"true\""));
-    // A new host's month is one 2 h 24 min point so far: a dot.
+    // A new host's month is one 2 h 30 min point so far: a dot.
     let cpu = figure(&month.body, "g-cpu");
     assert!(
         cpu.contains("class=\"dot s0\"") || cpu.contains("class=\"line s0\""),

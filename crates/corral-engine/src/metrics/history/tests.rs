@@ -8,8 +8,8 @@ use corral_types::{
 
 use super::*;
 
-/// A multiple of a month's step (2 h 24 min), so a short test stays inside one month point.
-const T0: i64 = 196_760 * 8_640_000;
+/// A multiple of a month's step (2 h 30 min), so a short test stays inside one month point.
+const T0: i64 = 188_889 * 9_000_000;
 const MIN: i64 = 60_000;
 
 fn cfg(interval_s: u64, raw: u64, avg: u64) -> MetricsConfig {
