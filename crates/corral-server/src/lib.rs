@@ -173,6 +173,13 @@ pub async fn run(
     let app = router(state.clone());
     let stop = state.stop.clone();
     let sampler = state.sampler.clone();
+    // Every pass is kept in <data_dir>/metrics.db for the graphs; without it the daemon still
+    // samples (alerts, exporters) and the history calls answer 503 saying why.
+    if sampler.history().is_err() {
+        if let Err(e) = sampler.open_history() {
+            tracing::warn!("metrics: no history will be kept: {e}");
+        }
+    }
     let sampler_stop = stop.clone();
     let sampling = tokio::spawn(async move { sampler.run(sampler_stop.cancelled()).await });
     let alerting = tokio::spawn(alerting::run(state.sampler.clone(), stop.clone()));

@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod auth;
 mod disk;
+pub mod history;
 pub mod human;
 pub mod job;
 pub mod metrics;
@@ -24,6 +25,7 @@ pub use alert::{
 };
 pub use auth::Role;
 pub use disk::{ChainLayer, CloneReport, ClonedDisk, CommitReport, ConsolidateItem, DiskChain, ImageInfo};
+pub use history::{HistoryRange, HistorySeries, MetricsHistory, SeriesUnit, UnknownRange};
 pub use human::{ByteSize, HumanDuration, ParseHumanError, Percent};
 pub use job::{JobInfo, JobState, TransferBytes};
 pub use metrics::{

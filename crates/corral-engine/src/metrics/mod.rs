@@ -6,6 +6,7 @@
 //! for vCPU threads and block statistics; VMs without QEMU cost no more than `list` does.
 
 mod facts;
+pub mod history;
 mod live;
 pub(crate) mod procfs;
 mod rates;
@@ -15,6 +16,7 @@ mod summary;
 use corral_types::{MetricsReport, VmName};
 
 pub use facts::{BackupFacts, JobFailureCounter, LastBackup};
+pub use history::{History, HistoryError};
 pub use rates::with_rates;
 pub use sampler::{PassCost, Sampler};
 

@@ -2,11 +2,13 @@
 //! the pass before. Front ends read the latest pass (`latest`), or wait for the next one
 //! (`subscribe`); what a pass feeds (history, alerts) hangs off `pass`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use corral_types::MetricsReport;
 
+use super::history::History;
 use super::with_rates;
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -16,6 +18,8 @@ use crate::error::EngineError;
 pub struct PassCost {
     pub wall: Duration,
     pub passes: u64,
+    /// How long the last pass's history write took (zero without a history).
+    pub history_write: Duration,
 }
 
 pub struct Sampler {
@@ -24,6 +28,11 @@ pub struct Sampler {
     before: Mutex<Option<MetricsReport>>,
     latest: tokio::sync::watch::Sender<Option<Arc<MetricsReport>>>,
     cost: Mutex<PassCost>,
+    /// Where every pass is kept, once `open_history` ran (the daemon; `corral metrics` keeps
+    /// none), or why it could not be opened.
+    history: OnceLock<Result<Arc<History>, String>>,
+    /// The last history write failed (logged once, not every pass).
+    history_failing: AtomicBool,
 }
 
 impl Sampler {
@@ -33,7 +42,55 @@ impl Sampler {
             before: Mutex::new(None),
             latest: tokio::sync::watch::channel(None).0,
             cost: Mutex::new(PassCost::default()),
+            history: OnceLock::new(),
+            history_failing: AtomicBool::new(false),
         }
+    }
+
+    /// Opens `<data_dir>/metrics.db` and keeps every pass in it from now on. A failure is
+    /// returned and remembered (the API says it); sampling goes on without a history.
+    pub fn open_history(&self) -> Result<(), super::HistoryError> {
+        let opened = History::open(self.engine.config()).map(Arc::new);
+        let kept = opened.as_ref().map(Arc::clone).map_err(|e| e.to_string());
+        let _ = self.history.set(kept);
+        opened.map(|_| ())
+    }
+
+    /// The history, or why there is none.
+    pub fn history(&self) -> Result<Arc<History>, String> {
+        match self.history.get() {
+            Some(Ok(h)) => Ok(h.clone()),
+            Some(Err(e)) => Err(format!("the metrics history could not be opened: {e}")),
+            None => Err("no metrics history is kept here (only `corral serve` keeps one)".to_string()),
+        }
+    }
+
+    /// Writes a pass to the history on a blocking thread. A failure is logged (once until
+    /// writes work again) and never stops sampling.
+    async fn keep(&self, report: &Arc<MetricsReport>) -> Duration {
+        let Some(Ok(history)) = self.history.get() else {
+            return Duration::ZERO;
+        };
+        let (history, r) = (history.clone(), report.clone());
+        let t0 = Instant::now();
+        let result = tokio::task::spawn_blocking(move || history.record(&r))
+            .await
+            .unwrap_or_else(|e| Err(super::HistoryError::Panicked(e.to_string())));
+        let took = t0.elapsed();
+        match result {
+            Ok(()) => {
+                if self.history_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("metrics: history writes work again");
+                }
+                tracing::debug!("metrics: history write took {took:?}");
+            }
+            Err(e) => {
+                if !self.history_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("metrics: a pass could not be kept in the history (sampling goes on): {e}");
+                }
+            }
+        }
+        took
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -53,10 +110,14 @@ impl Sampler {
             *before = Some(now);
             Arc::new(r)
         };
+        let wall = t0.elapsed();
+        self.latest.send_replace(Some(report.clone()));
+        let history_write = self.keep(&report).await;
         {
             let mut c = self.cost.lock().unwrap_or_else(|p| p.into_inner());
-            c.wall = t0.elapsed();
+            c.wall = wall;
             c.passes += 1;
+            c.history_write = history_write;
             let running = report.vms.iter().filter(|v| v.pid.is_some()).count();
             tracing::debug!(
                 "metrics pass {}: {} VMs ({running} running) in {:.2} ms",
@@ -65,7 +126,6 @@ impl Sampler {
                 c.wall.as_secs_f64() * 1000.0
             );
         }
-        self.latest.send_replace(Some(report.clone()));
         Ok(report)
     }
 
@@ -99,5 +159,47 @@ impl Sampler {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(dir: &std::path::Path) -> Arc<Engine> {
+        let cfg = crate::config::HostConfig::parse(&format!(
+            "data_dir = \"{0}/data\"\nrun_dir = \"{0}/run\"\n",
+            dir.display()
+        ))
+        .unwrap();
+        Arc::new(Engine::open(cfg).unwrap())
+    }
+
+    /// Passes land in the history; a broken history is reported by `record` but the passes
+    /// go on (and `latest` moves), and a sampler without one (the CLI's) says so.
+    #[tokio::test]
+    async fn passes_are_kept_and_a_failing_history_never_stops_sampling() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sampler::new(engine(dir.path()));
+        assert!(s.history().err().unwrap().contains("only `corral serve`"));
+        s.open_history().unwrap();
+        let h = s.history().unwrap();
+        assert_eq!(h.path(), dir.path().join("data/metrics.db"));
+        s.pass().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.pass().await.unwrap();
+        assert!(h.row_counts().unwrap().contains(&("host_raw", 2)));
+        assert!(s.cost().history_write > Duration::ZERO);
+
+        // Another connection breaks the file under the daemon: writes fail, passes do not.
+        let c = rusqlite::Connection::open(h.path()).unwrap();
+        c.execute_batch("DROP TABLE host_raw;").unwrap();
+        drop(c);
+        let before = s.latest().unwrap().taken_ms;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let r = s.pass().await.unwrap();
+        assert!(r.taken_ms > before && s.latest().unwrap().taken_ms == r.taken_ms);
+        assert!(s.history_failing.load(Ordering::Relaxed));
+        assert_eq!(s.cost().passes, 3);
     }
 }

@@ -20,6 +20,7 @@ mod backups;
 mod define;
 mod events;
 pub(crate) mod jobs;
+pub(crate) mod metrics;
 pub mod openapi;
 pub(crate) mod schedules;
 pub(crate) mod session;
@@ -42,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/vms/{name}/{action}", post(vms::action))
         .route("/api/v1/vms/{name}/backup", post(backups::run))
         .route("/api/v1/vms/{name}/clone", post(snapshots::clone))
+        .route("/api/v1/vms/{name}/metrics", get(metrics::vm_history))
         .route(
             "/api/v1/vms/{name}/snapshots",
             get(snapshots::list).post(snapshots::create),
@@ -64,6 +66,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/v1/schedules/{name}/run", post(schedules::run_now))
         .route("/api/v1/schedules/{name}/runs", get(schedules::runs))
+        .route("/api/v1/metrics", get(metrics::latest))
+        .route("/api/v1/host/metrics", get(metrics::host_history))
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/jobs", get(jobs::list))
         .route("/api/v1/jobs/{id}", get(jobs::show))

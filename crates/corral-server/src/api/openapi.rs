@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{alerts, backups, define, events, jobs, schedules, session, snapshots, vms};
+use super::{alerts, backups, define, events, jobs, metrics, schedules, session, snapshots, vms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +37,7 @@ use super::{alerts, backups, define, events, jobs, schedules, session, snapshots
         schedules::list, schedules::put, schedules::delete, schedules::run_now, schedules::runs,
         jobs::list, jobs::show, events::events,
         alerts::list,
+        metrics::latest, metrics::vm_history, metrics::host_history,
         serve,
     ),
     components(schemas(vms::Action, corral_types::WebhookPayload)),
@@ -47,6 +48,7 @@ use super::{alerts, backups, define, events, jobs, schedules, session, snapshots
         (name = "snapshots", description = "Internal snapshots of a VM's disks (and memory)"),
         (name = "backups", description = "Backups in the deduplicating store: run, list, restore, verify, prune"),
         (name = "jobs", description = "Long operations and the event stream"),
+        (name = "metrics", description = "Resource use of VMs and the host: the latest sample and the history kept for graphs"),
         (name = "schedules", description = "Scheduled backups, verifies, prunes and gc (`[[schedule]]` in the host config)"),
         (name = "alerts", description = "Threshold and built-in alerts (`[[alert]]` in the host config): firing and past"),
         (name = "session", description = "Logging in (the web page), the caller, the audit log"),

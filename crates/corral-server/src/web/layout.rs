@@ -43,6 +43,7 @@ pub enum Section {
     Jobs,
     Schedules,
     Alerts,
+    Host,
     None,
 }
 
@@ -77,6 +78,7 @@ pub fn shell(title: &str, viewer: Option<&Viewer>, section: Section, body: Marku
                             (nav_link("/jobs", "Jobs", Section::Jobs))
                             (nav_link("/schedules", "Schedules", Section::Schedules))
                             (nav_link("/alerts", "Alerts", Section::Alerts))
+                            (nav_link("/host", "Host", Section::Host))
                         }
                         form.logout method="post" action="/logout" {
                             span.who { (v.name()) " (" (v.role()) ")" }

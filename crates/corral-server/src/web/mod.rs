@@ -25,9 +25,12 @@ mod actions;
 mod alerts;
 mod assets;
 mod dashboard;
+mod graphs;
+mod host;
 mod jobs;
 mod layout;
 mod login;
+mod resources;
 mod schedule_forms;
 mod schedules;
 mod vm;
@@ -43,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/vms/{name}/action", post(actions::action))
         .route("/vms/{name}/restore", post(actions::restore))
         .route("/jobs", get(jobs::page))
+        .route("/host", get(host::page))
         .route("/schedules", get(schedules::page).post(schedule_forms::save))
         .route("/schedules/{name}", get(schedules::detail))
         .route("/schedules/{name}/run", post(schedule_forms::run_now))

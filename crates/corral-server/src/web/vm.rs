@@ -1,10 +1,11 @@
-//! `/vms/NAME`: one VM's spec, disks with their backing chains, snapshots, backups (with
-//! restore), recent jobs and the end of its serial console log.
+//! `/vms/NAME`: one VM's resource use (graphs over `?range=hour|day|month`), spec, disks
+//! with their backing chains, snapshots, backups (with restore), recent jobs and the end of
+//! its serial console log.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path as FsPath;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use corral_engine::engine::backup::BackupSummary;
@@ -14,7 +15,9 @@ use maud::{html, Markup};
 use super::actions::buttons;
 use super::jobs;
 use super::layout::{bytes, duration, html_response, shell, time_ms, PageError, Section, Viewer};
-use crate::error::vm_name;
+use super::resources::{range_switch, vm_graphs};
+use crate::api::metrics::{read_history, RangeQuery, Subject};
+use crate::error::{bad_query, vm_name};
 use crate::AppState;
 
 /// Lines of the console log shown.
@@ -22,16 +25,20 @@ const LOG_LINES: usize = 50;
 /// How much of the end of the console log is read to find them.
 const LOG_TAIL_BYTES: u64 = 64 * 1024;
 
-/// `GET /vms/NAME`. Parts the engine cannot read (a missing image, no backup store) say so
-/// in their section; the rest of the page still shows.
+/// `GET /vms/NAME?range=`. Parts the engine cannot read (a missing image, no backup store,
+/// no metrics history) say so in their section; the rest of the page still shows.
 pub async fn page(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(name): Path<String>,
+    q: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, PageError> {
     let name = vm_name(&name)?;
+    let Query(q) = q.map_err(bad_query)?;
+    let range = q.range()?;
     let engine = &state.engine;
     let rec = engine.get(name.as_str())?;
+    let history = read_history(&state, Subject::Vm(name.clone()), range).await;
     let status = engine.status(name.as_str()).await?;
     let spec = &rec.spec;
     let chains = engine.disk_info(name.as_str());
@@ -54,6 +61,16 @@ pub async fn page(
         }
         div #notices role="status" aria-live="polite" {}
         (jobs::failure_banner(&recent))
+        section aria-labelledby="resources" {
+            div.section-head {
+                h2 #resources { "Resource use" }
+                (range_switch(range, "resources"))
+            }
+            @match &history {
+                Ok(h) => (vm_graphs(h, spec.memory.0)),
+                Err(e) => p.muted { (e.message()) },
+            }
+        }
         section aria-labelledby="spec" {
             h2 #spec { "Definition" }
             (spec_list(spec))
