@@ -61,6 +61,8 @@ data_dir = "$work/data"
 run_dir = "$work/run"
 [qemu]
 accel = "tcg"
+[metrics]
+interval = "1s"
 EOF
 export CORRAL_CONFIG=$work/corral.toml
 

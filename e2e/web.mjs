@@ -177,6 +177,23 @@ await step('vm-page', async () => {
   }
 });
 
+await step('vm-graphs', async () => {
+  // The daemon samples every second here: the VM page's graphs have drawn lines by now
+  // (reload until the CPU graph has one).
+  const deadline = Date.now() + 60_000;
+  const drawn = () => page.locator('section[aria-labelledby="resources"] figure.graph svg path.line').count();
+  while ((await drawn()) < 1) {
+    if (Date.now() > deadline) throw new Error('the VM page never drew a resource graph');
+    await page.waitForTimeout(1_000);
+    await page.reload();
+  }
+  const figures = await page.locator('figure.graph figcaption').allTextContents();
+  for (const want of ['CPU', 'Memory', 'Disk', 'Network']) {
+    if (!figures.some((t) => t.includes(want))) throw new Error(`no ${want} graph on the VM page: ${figures}`);
+  }
+  await page.locator('#resources').scrollIntoViewIfNeeded();
+});
+
 await step('force-stop-asks-first', async () => {
   const head = page.locator(`section[data-vm="${VM}"]`);
   const state = () => head.locator('[data-field="state"]').textContent();
@@ -194,6 +211,18 @@ await step('force-stop-asks-first', async () => {
     VM,
   );
   if (dialogs.length !== 2) throw new Error(`expected two confirmations, saw ${dialogs.length}`);
+});
+
+await step('host-page', async () => {
+  await page.getByRole('link', { name: 'Host', exact: true }).first().click();
+  await page.getByRole('heading', { name: 'Resource use' }).waitFor();
+  const graphs = await page.locator('figure.graph').count();
+  if (graphs < 3) throw new Error(`the host page shows ${graphs} graphs`);
+});
+
+await step('alerts-page', async () => {
+  await page.getByRole('link', { name: 'Alerts', exact: true }).first().click();
+  await page.getByRole('heading', { name: 'Alerts', exact: true }).first().waitFor();
 });
 
 await browser.close();

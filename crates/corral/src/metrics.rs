@@ -39,22 +39,27 @@ pub async fn run(
         let now = engine.metrics_sample(vms).await?;
         let report = with_rates(now.clone(), &before);
         before = now;
-        if json && watch {
-            // One report a line, so a reader can follow the stream.
-            println!("{}", serde_json::to_string(&report)?);
-        } else if json {
-            output::json(&report);
-        } else {
-            if watch && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                print!("\x1b[H\x1b[2J");
-            }
-            print_report(&report);
-        }
-        std::io::stdout().flush()?;
+        print(&report, json, watch);
         if !watch {
             return Ok(());
         }
     }
+}
+
+/// One report: JSON (one line each when watching, so a reader can follow the stream) or
+/// the table (the screen cleared first when watching on a terminal).
+pub fn print(report: &MetricsReport, json: bool, watch: bool) {
+    if json && watch {
+        println!("{}", serde_json::to_string(report).expect("serialisable"));
+    } else if json {
+        output::json(report);
+    } else {
+        if watch && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            print!("\x1b[H\x1b[2J");
+        }
+        print_report(report);
+    }
+    let _ = std::io::stdout().flush();
 }
 
 fn pct(v: Option<f64>) -> String {

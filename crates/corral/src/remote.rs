@@ -354,6 +354,33 @@ pub fn run(remote: &Remote, command: crate::cli::Command, json: bool) -> anyhow:
         Command::Job(JobCmd::Show { id }) => {
             crate::layers::print_jobs(&[remote.get::<JobInfo>(&format!("/jobs/{id}"))?], json)
         }
+        // The daemon's latest pass: its rates are over its own `[metrics] interval`, so
+        // `--interval` only paces `--watch` here.
+        Command::Metrics {
+            vms,
+            interval,
+            watch,
+            summary: false,
+        } => {
+            let mut last = None;
+            loop {
+                let mut r: corral_types::MetricsReport = remote.get("/metrics")?;
+                if let Some(missing) = vms.iter().find(|n| !r.vms.iter().any(|v| &v.name == *n)) {
+                    anyhow::bail!("no VM named {missing:?} on the server (`corral vm list` shows them)");
+                }
+                if !vms.is_empty() {
+                    r.vms.retain(|v| vms.contains(&v.name));
+                }
+                if last != Some(r.taken_ms) {
+                    last = Some(r.taken_ms);
+                    crate::metrics::print(&r, json, watch);
+                }
+                if !watch {
+                    return Ok(());
+                }
+                std::thread::sleep(interval.0.max(std::time::Duration::from_secs(1)));
+            }
+        }
         other => anyhow::bail!(
             "`corral {}` is not available with --remote: run it on the server (or unset CORRAL_REMOTE)",
             command_name(&other)

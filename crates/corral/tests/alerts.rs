@@ -222,3 +222,58 @@ fn a_bad_alert_rule_stops_the_config_from_loading() {
         "{err}"
     );
 }
+
+/// The whole chain in a running daemon: the sampler's passes go through the evaluator and
+/// the webhook gets what fired, for a guest spinning its vCPU (a threshold rule with `for`)
+/// and then for its QEMU killed (the built-in crash rule).
+#[test]
+fn the_daemon_alerts_on_a_busy_guest_and_on_its_crash() {
+    let (port, bodies) = listener("200 OK");
+    let env = Env::with_config(&format!(
+        "[metrics]\ninterval = \"1s\"\n[notify.webhook]\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+         [[alert]]\nname = \"hot\"\nmetric = \"cpu\"\nabove = \"40%\"\nfor = \"2s\"\nvms = [\"g\"]\n"
+    ));
+    env.boot_guest("g", "");
+    let addr = start_server(&env);
+    // Wait for the webhook body of `event` for `rule` (other bodies are skipped).
+    let wait = |event: &str, rule: &str| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let body = bodies
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {event} webhook for {rule} in 90 s"));
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if v["event"] == event && v["alert"]["rule"] == rule {
+                return v;
+            }
+        }
+    };
+
+    let mut con = env.console("g");
+    con.ok("(while :; do :; done) >/dev/null 2>&1 &");
+    let hot = wait("fired", "hot");
+    assert_eq!(hot["alert"]["vm"], "g", "{hot}");
+    assert!(hot["alert"]["value"].as_f64().unwrap() > 40.0, "{hot}");
+    assert_eq!(hot["alert"]["threshold"], 40.0, "{hot}");
+
+    let pid: i32 = std::fs::read_to_string(env.vm_run("g").join("qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let crash = wait("fired", "crash");
+    assert_eq!(crash["alert"]["vm"], "g", "{crash}");
+    assert_eq!(crash["alert"]["severity"], "critical", "{crash}");
+    // The CPU alert of a VM that no longer runs does not stay open.
+    let firing = env.json(&["alerts"]);
+    let rules: Vec<&str> = firing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap())
+        .collect();
+    assert!(rules.contains(&"crash"), "{firing}");
+    let _ = addr;
+}

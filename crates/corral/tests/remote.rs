@@ -37,7 +37,7 @@ fn steady(mut v: serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn remote_commands_print_what_local_ones_print() {
-    let env = Env::new();
+    let env = Env::with_config("[metrics]\ninterval = \"1s\"\n");
     env.create_guest("rm", "");
     env.create_guest("other", "");
     env.ok(&["store", "init"]);
@@ -101,6 +101,21 @@ fn remote_commands_print_what_local_ones_print() {
     assert_eq!(far.status.code(), Some(3), "{}", String::from_utf8_lossy(&far.stderr));
     let far = r(&["backup", "run", "--tag", "nosuchtag"]);
     assert_eq!(far.status.code(), Some(2));
+
+    // Metrics: the daemon's latest pass (every second here), printed as locally.
+    let mut m = serde_json::Value::Null;
+    common::wait_for(std::time::Duration::from_secs(20), || {
+        m = json(&remote(&env, &url, Some(&viewer), &["metrics", "rm", "--json"]));
+        m["vms"][0]["state"] == "running" && m["vms"][0]["cpu"].is_object()
+    })
+    .unwrap_or_else(|_| panic!("the daemon's metrics never showed rm running: {m}"));
+    assert_eq!(m["vms"].as_array().map(Vec::len), Some(1), "{m}");
+    assert_eq!(m["vms"][0]["name"], "rm");
+    assert_eq!(m["vms"][0]["state"], "running");
+    assert!(m["vms"][0]["cpu"]["seconds_total"].as_f64().unwrap() > 0.0, "{m}");
+    assert!(text(&r(&["metrics"])).starts_with("host: "));
+    let out = r(&["metrics", "nosuch"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nosuch"));
 
     // A viewer may read but not act; no token, or a wrong one, is a clear refusal.
     assert!(remote(&env, &url, Some(&viewer), &["vm", "list"]).status.success());
