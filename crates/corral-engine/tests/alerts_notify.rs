@@ -99,24 +99,9 @@ impl Drop for SmtpServer {
 }
 
 fn vm(name: &str, state: RunState, cpu: Option<f64>) -> VmMetrics {
-    VmMetrics {
-        name: name.into(),
-        state,
-        tags: vec![],
-        vcpus: 2,
-        memory_bytes: 1 << 30,
-        pid: None,
-        uptime_seconds: None,
-        cpu: cpu.map(|c| VmCpu {
-            seconds_total: 10.0,
-            percent: Some(c * 2.0),
-            percent_of_vcpus: Some(c),
-            vcpus: vec![],
-        }),
-        memory: None,
-        disks: vec![],
-        nics: vec![],
-    }
+    let mut v = VmMetrics::configured(name, state, 2, 1 << 30);
+    v.cpu = cpu.map(|c| VmCpu::from_percent(10.0, c, 2));
+    v
 }
 
 fn report(vms: Vec<VmMetrics>) -> MetricsReport {
@@ -125,13 +110,11 @@ fn report(vms: Vec<VmMetrics>) -> MetricsReport {
         interval_ms: Some(10_000),
         host: HostMetrics {
             cpus: 2,
-            cpu_busy_seconds_total: 0.0,
-            cpu_idle_seconds_total: 0.0,
             cpu_percent: Some(5.0),
             memory_total_bytes: 100,
             memory_available_bytes: 90,
             load: [0.1; 3],
-            filesystems: vec![],
+            ..Default::default()
         },
         vms,
     }

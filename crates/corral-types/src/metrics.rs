@@ -26,7 +26,7 @@ pub struct MetricsReport {
 }
 
 /// The host's own CPU, memory, load and the space left where corral keeps data and backups.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostMetrics {
     /// Logical CPUs.
@@ -93,6 +93,37 @@ pub struct VmMetrics {
     pub disks: Vec<DiskIo>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<NicIo>,
+}
+
+impl VmMetrics {
+    /// A VM as its definition gives it: state and configured figures, nothing sampled.
+    pub fn configured(name: impl Into<String>, state: RunState, vcpus: u32, memory_bytes: u64) -> VmMetrics {
+        VmMetrics {
+            name: name.into(),
+            state,
+            tags: vec![],
+            vcpus,
+            memory_bytes,
+            pid: None,
+            uptime_seconds: None,
+            cpu: None,
+            memory: None,
+            disks: vec![],
+            nics: vec![],
+        }
+    }
+}
+
+impl VmCpu {
+    /// CPU use given as a share of `vcpus` vCPUs (no per-thread figures).
+    pub fn from_percent(seconds_total: f64, percent_of_vcpus: f64, vcpus: u32) -> VmCpu {
+        VmCpu {
+            seconds_total,
+            percent: Some(percent_of_vcpus * vcpus as f64),
+            percent_of_vcpus: Some(percent_of_vcpus),
+            vcpus: vec![],
+        }
+    }
 }
 
 /// CPU time of the QEMU process (every thread: vCPUs, I/O, emulation) and of each vCPU thread.

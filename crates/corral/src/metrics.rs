@@ -83,16 +83,7 @@ pub fn print_report(r: &MetricsReport) {
         ByteSize(used).approx(),
         ByteSize(h.memory_total_bytes).approx()
     );
-    for f in &h.filesystems {
-        println!(
-            "{}: {} ({:.0}% used, {} free of {})",
-            f.role,
-            f.path,
-            f.used_percent(),
-            ByteSize(f.available_bytes).approx(),
-            ByteSize(f.size_bytes).approx()
-        );
-    }
+    print_filesystems(&h.filesystems);
     println!();
     use corral_types::Metric;
     let rows: Vec<Vec<String>> = r
@@ -137,6 +128,19 @@ pub fn print_report(r: &MetricsReport) {
     );
 }
 
+fn print_filesystems(list: &[corral_types::FsUsage]) {
+    for f in list {
+        println!(
+            "{}: {} ({:.0}% used, {} free of {})",
+            f.role,
+            f.path,
+            f.used_percent(),
+            ByteSize(f.available_bytes).approx(),
+            ByteSize(f.size_bytes).approx()
+        );
+    }
+}
+
 fn ratio(a: u64, b: u64) -> String {
     if b == 0 {
         "-".into()
@@ -175,14 +179,5 @@ pub fn print_summary(s: &MetricsSummary) {
         ByteSize(s.disk_used_bytes).approx(),
         ratio(s.disk_used_bytes, s.disk_provisioned_bytes)
     );
-    for f in &s.filesystems {
-        println!(
-            "{}: {} ({:.0}% used, {} free of {})",
-            f.role,
-            f.path,
-            f.used_percent(),
-            ByteSize(f.available_bytes).approx(),
-            ByteSize(f.size_bytes).approx()
-        );
-    }
+    print_filesystems(&s.filesystems);
 }

@@ -48,24 +48,9 @@ fn listener(status: &'static str) -> (u16, mpsc::Receiver<String>) {
 }
 
 fn vm(name: &str, state: RunState, cpu: Option<f64>) -> VmMetrics {
-    VmMetrics {
-        name: name.into(),
-        state,
-        tags: vec![],
-        vcpus: 1,
-        memory_bytes: 1 << 30,
-        pid: None,
-        uptime_seconds: None,
-        cpu: cpu.map(|c| VmCpu {
-            seconds_total: 1.0,
-            percent: Some(c),
-            percent_of_vcpus: Some(c),
-            vcpus: vec![],
-        }),
-        memory: None,
-        disks: vec![],
-        nics: vec![],
-    }
+    let mut v = VmMetrics::configured(name, state, 1, 1 << 30);
+    v.cpu = cpu.map(|c| VmCpu::from_percent(1.0, c, 1));
+    v
 }
 
 fn report(vms: Vec<VmMetrics>) -> MetricsReport {
@@ -74,13 +59,7 @@ fn report(vms: Vec<VmMetrics>) -> MetricsReport {
         interval_ms: Some(10_000),
         host: HostMetrics {
             cpus: 1,
-            cpu_busy_seconds_total: 0.0,
-            cpu_idle_seconds_total: 0.0,
-            cpu_percent: None,
-            memory_total_bytes: 0,
-            memory_available_bytes: 0,
-            load: [0.0; 3],
-            filesystems: vec![],
+            ..Default::default()
         },
         vms,
     }

@@ -9,24 +9,14 @@ const MIN: i64 = 60 * S;
 const H: i64 = 60 * MIN;
 
 fn vm(name: &str, state: RunState, cpu: Option<f64>) -> VmMetrics {
-    VmMetrics {
-        name: name.into(),
-        state,
-        tags: vec![],
-        vcpus: 1,
-        memory_bytes: 1 << 30,
-        pid: state.is_active().then_some(42),
-        uptime_seconds: None,
-        cpu: state.is_active().then(|| VmCpu {
-            seconds_total: 1.0,
-            percent: cpu,
-            percent_of_vcpus: cpu,
-            vcpus: vec![],
-        }),
-        memory: None,
-        disks: vec![],
-        nics: vec![],
-    }
+    let mut v = VmMetrics::configured(name, state, 1, 1 << 30);
+    v.pid = state.is_active().then_some(42);
+    v.cpu = state.is_active().then(|| VmCpu {
+        percent: cpu,
+        percent_of_vcpus: cpu,
+        ..VmCpu::from_percent(1.0, 0.0, 1)
+    });
+    v
 }
 
 fn report(vms: Vec<VmMetrics>) -> MetricsReport {
@@ -35,13 +25,11 @@ fn report(vms: Vec<VmMetrics>) -> MetricsReport {
         interval_ms: Some(10_000),
         host: HostMetrics {
             cpus: 2,
-            cpu_busy_seconds_total: 0.0,
-            cpu_idle_seconds_total: 0.0,
             cpu_percent: Some(10.0),
             memory_total_bytes: 100,
             memory_available_bytes: 50,
             load: [0.5, 0.5, 0.5],
-            filesystems: vec![],
+            ..Default::default()
         },
         vms,
     }

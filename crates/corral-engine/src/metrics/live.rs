@@ -183,17 +183,8 @@ pub(crate) async fn sample(spec: &VmSpec, paths: &VmPaths, pid: u32) -> VmMetric
 /// A VM with no QEMU: its state and configured figures only.
 pub(crate) fn idle(spec: &VmSpec, state: RunState) -> VmMetrics {
     VmMetrics {
-        name: spec.name.to_string(),
-        state,
         tags: spec.tags.clone(),
-        vcpus: spec.cpus,
-        memory_bytes: spec.memory.0,
-        pid: None,
-        uptime_seconds: None,
-        cpu: None,
-        memory: None,
-        disks: vec![],
-        nics: vec![],
+        ..VmMetrics::configured(spec.name.as_str(), state, spec.cpus, spec.memory.0)
     }
 }
 

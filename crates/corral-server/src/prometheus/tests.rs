@@ -20,19 +20,7 @@ fn host() -> HostMetrics {
 }
 
 fn idle(name: &str, state: RunState) -> VmMetrics {
-    VmMetrics {
-        name: name.into(),
-        state,
-        tags: vec![],
-        vcpus: 1,
-        memory_bytes: 256 << 20,
-        pid: None,
-        uptime_seconds: None,
-        cpu: None,
-        memory: None,
-        disks: vec![],
-        nics: vec![],
-    }
+    VmMetrics::configured(name, state, 1, 256 << 20)
 }
 
 fn running(name: &str) -> VmMetrics {

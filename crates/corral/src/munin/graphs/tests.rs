@@ -2,19 +2,7 @@ use super::*;
 use corral_types::{DiskIo, FsUsage, HostMetrics, NicIo, VcpuTime, VmCpu, VmMemory};
 
 fn idle(name: &str) -> VmMetrics {
-    VmMetrics {
-        name: name.into(),
-        state: RunState::Stopped,
-        tags: vec![],
-        vcpus: 2,
-        memory_bytes: 1 << 30,
-        pid: None,
-        uptime_seconds: None,
-        cpu: None,
-        memory: None,
-        disks: vec![],
-        nics: vec![],
-    }
+    VmMetrics::configured(name, RunState::Stopped, 2, 1 << 30)
 }
 
 fn running(name: &str) -> VmMetrics {
