@@ -139,7 +139,14 @@ fn alerts_show_in_the_cli_the_api_and_the_page() {
     // The page, linked from the navigation.
     add_user(&env, "vi", "viewer", "pass-word-1");
     let (cookie, _) = login(addr, "vi", "pass-word-1");
-    assert!(get(addr, "/", Some(&cookie)).body.contains("href=\"/alerts\""));
+    let dash = get(addr, "/", Some(&cookie)).body;
+    assert!(dash.contains("href=\"/alerts\""));
+    // The dashboard says what fires (the resolved crash is not there).
+    assert!(
+        dash.contains("1 alert firing: ") && dash.contains("critical · db: cpu is 97% (above 90%)"),
+        "{dash}"
+    );
+    assert!(!dash.contains("web1 crashed"), "{dash}");
     let page = get(addr, "/alerts", Some(&cookie));
     assert_eq!(page.status, 200);
     let b = &page.body;

@@ -50,6 +50,26 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
     ))
 }
 
+/// The dashboard's banner while alerts fire: each one's severity, subject and summary (the
+/// first few), and a link to the Alerts page.
+pub fn firing_banner(firing: &[AlertInfo]) -> Markup {
+    const SHOWN: usize = 5;
+    html! {
+        @if !firing.is_empty() {
+            div #alerts-firing.alert role="alert" {
+                strong { (firing.len()) @if firing.len() == 1 { " alert firing: " } @else { " alerts firing: " } }
+                ul {
+                    @for a in firing.iter().take(SHOWN) {
+                        li { (a.severity) " · " (a.subject()) ": " (a.summary) }
+                    }
+                    @if firing.len() > SHOWN { li { "and " (firing.len() - SHOWN) " more" } }
+                }
+                a href="/alerts" { "all alerts" }
+            }
+        }
+    }
+}
+
 fn table(list: &[AlertInfo], history: bool, caption: &str) -> Markup {
     html! {
         table.alerts {

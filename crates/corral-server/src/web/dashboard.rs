@@ -51,6 +51,7 @@ pub async fn page(
     let recent = state.engine.jobs(None, 50)?;
     // The banner is a courtesy: a registry hiccup reading runs must not hide the VM list.
     let sched = state.engine.schedules().unwrap_or_default();
+    let firing = state.engine.alerts(false, 100).unwrap_or_default();
     let running = list.iter().filter(|s| s.state == RunState::Running).count();
     let shown: Vec<&VmStatus> = list.iter().filter(|s| filter_text(s).contains(&q)).collect();
     let act = viewer.can_act();
@@ -58,6 +59,7 @@ pub async fn page(
         h1 { "Virtual machines" }
         (jobs::failure_banner(&recent))
         (schedules::failure_banner(&sched))
+        (super::alerts::firing_banner(&firing))
         div #notices role="status" aria-live="polite" {}
         div.toolbar {
             p.muted {
