@@ -385,7 +385,7 @@ pub fn render(report: &MetricsReport, facts: &Facts) -> String {
             .map(|b| (vec![("vm", b.vm.as_str())], F(b.end_unix_seconds))),
     );
     o.family(
-        "corral_backup_last_duration_seconds",
+        "corral_backup_duration_seconds",
         Gauge,
         "How long the VM's newest backup in the store took.",
         facts

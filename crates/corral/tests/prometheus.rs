@@ -336,7 +336,7 @@ fn metrics_pass_promtool_and_say_what_the_host_runs() {
         done > before_scrape - 600.0 && done <= before_scrape + 1.0,
         "{done} vs {before_scrape}"
     );
-    assert!(m.value("corral_backup_last_duration_seconds", &[("vm", "down")]) >= 0.0);
+    assert!(m.value("corral_backup_duration_seconds", &[("vm", "down")]) >= 0.0);
     assert!(m
         .get("corral_backup_last_success_timestamp_seconds", &[("vm", "up")])
         .is_none());

@@ -147,7 +147,7 @@ fn every_series_as_expected_for_a_running_and_a_stopped_vm() {
         "corral_vm_network_receive_bytes_total{vm=\"web1\",nic=\"nic0\"} 1000",
         "corral_vm_network_transmit_packets_total{vm=\"web1\",nic=\"nic0\"} 20",
         "corral_backup_last_success_timestamp_seconds{vm=\"db\"} 1699999000.5",
-        "corral_backup_last_duration_seconds{vm=\"db\"} 12.5",
+        "corral_backup_duration_seconds{vm=\"db\"} 12.5",
         "corral_job_failures_total{kind=\"backup\"} 2",
         "corral_job_failures_total{kind=\"clone\"} 0",
     ] {
