@@ -103,6 +103,10 @@ pub enum Command {
         /// What VMs are given (vCPUs, memory, disks) against what the host has.
         #[arg(long, conflicts_with_all = ["vms", "watch"])]
         summary: bool,
+        /// One sample at once: the cumulative counters only, no rates (as `virsh domstats`
+        /// gives them), for scripts that keep their own previous sample.
+        #[arg(long, conflicts_with_all = ["watch", "summary", "interval"])]
+        once: bool,
     },
     /// The munin plugin (`corral_all`: CPU, memory, disk and network of every VM, and what
     /// VMs are given against the host): link it into munin and configure it.

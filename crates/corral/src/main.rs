@@ -107,7 +107,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             interval,
             watch,
             summary,
-        } => metrics::run(&engine, &vms, interval.0, watch, summary, cli.json).await,
+            once,
+        } => {
+            let mode = match (summary, once, watch) {
+                (true, _, _) => metrics::Mode::Summary,
+                (_, true, _) => metrics::Mode::Once,
+                (_, _, true) => metrics::Mode::Watch(interval.0),
+                _ => metrics::Mode::Over(interval.0),
+            };
+            metrics::run(&engine, &vms, mode, cli.json).await
+        }
         Command::Munin(_) => unreachable!("handled above"),
         Command::User(cmd) => server::user(&engine, cmd, cli.json),
         Command::Token(cmd) => server::token(&engine, cmd, cli.json),

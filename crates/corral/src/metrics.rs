@@ -10,23 +10,35 @@ use corral_types::{ByteSize, MetricsReport, MetricsSummary};
 
 use crate::output;
 
-pub async fn run(
-    engine: &Engine,
-    vms: &[String],
-    interval: Duration,
-    watch: bool,
-    summary: bool,
-    json: bool,
-) -> anyhow::Result<()> {
-    if summary {
-        let s = engine.metrics_summary().await?;
-        if json {
-            output::json(&s);
-        } else {
-            print_summary(&s);
+/// What `corral metrics` was asked for.
+pub enum Mode {
+    /// Two samples this far apart, with rates.
+    Over(Duration),
+    /// The same again and again, each against the one before, until ^C.
+    Watch(Duration),
+    /// One sample: counters only.
+    Once,
+    Summary,
+}
+
+pub async fn run(engine: &Engine, vms: &[String], mode: Mode, json: bool) -> anyhow::Result<()> {
+    let (interval, watch) = match mode {
+        Mode::Summary => {
+            let s = engine.metrics_summary().await?;
+            if json {
+                output::json(&s);
+            } else {
+                print_summary(&s);
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
+        Mode::Once => {
+            print(&engine.metrics_sample(vms).await?, json, false);
+            return Ok(());
+        }
+        Mode::Over(i) => (i, false),
+        Mode::Watch(i) => (i, true),
+    };
     if interval.is_zero() {
         anyhow::bail!("--interval must be longer than 0 (rates need two samples apart in time; try --interval 2s)");
     }

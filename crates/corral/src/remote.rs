@@ -361,6 +361,7 @@ pub fn run(remote: &Remote, command: crate::cli::Command, json: bool) -> anyhow:
             interval,
             watch,
             summary: false,
+            once: _,
         } => {
             let mut last = None;
             loop {

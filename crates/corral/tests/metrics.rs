@@ -117,6 +117,13 @@ fn metrics_of_a_busy_guest_and_a_stopped_one() {
     );
     assert_eq!(idle["memory_bytes"], 192u64 << 20);
 
+    // --once: one sample at once, counters without rates.
+    let once = env.json(&["metrics", "--once", "busy"]);
+    assert!(once.get("interval_ms").is_none(), "{once}");
+    let c = &once["vms"][0]["cpu"];
+    assert!(c["seconds_total"].as_f64().unwrap() > 0.0 && c.get("percent").is_none(), "{c}");
+    assert!(once["vms"][0]["disks"][0]["write_bytes_total"].as_u64().unwrap() >= 2 << 20);
+
     // Only the VMs asked for; the table for people names them.
     let one = env.json(&["metrics", "--interval", "1s", "idle"]);
     assert_eq!(one["vms"].as_array().unwrap().len(), 1);
@@ -179,6 +186,8 @@ fn bad_metrics_arguments_are_refused() {
     assert!(e.contains("soon"), "{e}");
     let e = env.fails(&["metrics", "--summary", "a"]);
     assert!(e.contains("--summary"), "{e}");
+    let e = env.fails(&["metrics", "--once", "--interval", "5s"]);
+    assert!(e.contains("--once") && e.contains("--interval"), "{e}");
     // Bad [metrics] settings are refused when the config loads.
     let env = Env::with_config("[metrics]\ninterval = \"0s\"\n");
     let e = env.fails(&["metrics"]);
