@@ -121,7 +121,10 @@ fn metrics_of_a_busy_guest_and_a_stopped_one() {
     let once = env.json(&["metrics", "--once", "busy"]);
     assert!(once.get("interval_ms").is_none(), "{once}");
     let c = &once["vms"][0]["cpu"];
-    assert!(c["seconds_total"].as_f64().unwrap() > 0.0 && c.get("percent").is_none(), "{c}");
+    assert!(
+        c["seconds_total"].as_f64().unwrap() > 0.0 && c.get("percent").is_none(),
+        "{c}"
+    );
     assert!(once["vms"][0]["disks"][0]["write_bytes_total"].as_u64().unwrap() >= 2 << 20);
 
     // Only the VMs asked for; the table for people names them.
