@@ -414,10 +414,7 @@ pub(crate) fn router() -> Router<AppState> {
 /// failures. Any authenticated caller; backup or job history that cannot be read is logged
 /// and left out rather than failing the scrape.
 async fn serve(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
-    let report: Arc<MetricsReport> = match state.sampler.latest() {
-        Some(r) => r,
-        None => state.sampler.pass().await?,
-    };
+    let report: Arc<MetricsReport> = state.sampler.latest_or_pass().await?;
     let engine = &state.engine;
     let exporter = &state.exporter;
     let backups = exporter.backups.last_per_vm(engine).unwrap_or_else(|e| {

@@ -33,6 +33,8 @@ pub struct Sampler {
     history: OnceLock<Result<Arc<History>, String>>,
     /// The last history write failed (logged once, not every pass).
     history_failing: AtomicBool,
+    /// One pass at a time: the loop's, or a caller's that found none yet.
+    passing: tokio::sync::Mutex<()>,
 }
 
 impl Sampler {
@@ -44,6 +46,7 @@ impl Sampler {
             cost: Mutex::new(PassCost::default()),
             history: OnceLock::new(),
             history_failing: AtomicBool::new(false),
+            passing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -99,6 +102,21 @@ impl Sampler {
 
     /// Samples every VM and the host; the report has rates from the second pass on.
     pub async fn pass(&self) -> Result<Arc<MetricsReport>, EngineError> {
+        let _one = self.passing.lock().await;
+        self.pass_now().await
+    }
+
+    /// The latest pass, or a pass now if none has run yet (a caller racing the loop's first
+    /// pass waits for it rather than sampling and keeping a second one).
+    pub async fn latest_or_pass(&self) -> Result<Arc<MetricsReport>, EngineError> {
+        let _one = self.passing.lock().await;
+        match self.latest() {
+            Some(r) => Ok(r),
+            None => self.pass_now().await,
+        }
+    }
+
+    async fn pass_now(&self) -> Result<Arc<MetricsReport>, EngineError> {
         let t0 = Instant::now();
         let now = self.engine.metrics_sample(&[]).await?;
         let report = {
@@ -173,6 +191,22 @@ mod tests {
         ))
         .unwrap();
         Arc::new(Engine::open(cfg).unwrap())
+    }
+
+    /// Two callers finding no pass yet get the same one, sampled once.
+    #[tokio::test]
+    async fn callers_racing_for_a_first_pass_share_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sampler::new(engine(dir.path()));
+        let (a, b) = tokio::join!(s.latest_or_pass(), s.latest_or_pass());
+        assert!(Arc::ptr_eq(&a.unwrap(), &b.unwrap()));
+        assert_eq!(s.cost().passes, 1);
+        // Later calls take the latest; a pass of the loop makes a new one.
+        let c = s.latest_or_pass().await.unwrap();
+        assert_eq!(s.cost().passes, 1);
+        let d = s.pass().await.unwrap();
+        assert!(!Arc::ptr_eq(&c, &d));
+        assert_eq!(s.cost().passes, 2);
     }
 
     /// Passes land in the history; a broken history is reported by `record` but the passes
