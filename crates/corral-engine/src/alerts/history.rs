@@ -1,9 +1,7 @@
 //! The engine's side of alerts: the history for front ends (`Engine::alerts`), the rules of
 //! the loaded config, outcomes recorded by the delivery tasks, and the backup facts the
 //! built-in rules read (backup jobs from the registry, the newest backup per VM from the
-//! store's manifests, read again only when a backup succeeded or every few minutes).
-
-use std::collections::HashMap;
+//! store's manifests through `metrics::BackupFacts`, which reads each manifest once).
 
 use corral_types::{AlertInfo, JobState, NotificationOutcome};
 
@@ -11,12 +9,10 @@ use super::eval::{BackupFacts, BackupJob, VmBackups};
 use super::rules::{compile_all, AlertRule};
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::metrics::BackupFacts as Manifests;
 
 /// How many jobs the backup rules look back on (the registry keeps 1000).
 const JOBS_SEEN: usize = 1000;
-
-/// The store's manifests are read again at least this often.
-pub(super) const MANIFESTS_EVERY_MS: i64 = 10 * 60 * 1000;
 
 impl Engine {
     /// The firing alerts (newest first), or with `all` the history too (newest first, at most
@@ -44,17 +40,8 @@ impl Engine {
     }
 }
 
-/// The newest backup per VM, as last read from the store.
-#[derive(Default)]
-pub(super) struct ManifestCache {
-    read_ms: Option<i64>,
-    /// The newest successful backup job when it was read.
-    newest_good_job: i64,
-    newest: HashMap<String, i64>,
-}
-
 /// What the built-in backup rules need, or `None` when the jobs cannot be read.
-pub(super) fn backup_facts(engine: &Engine, now_ms: i64, cache: &mut ManifestCache) -> Option<BackupFacts> {
+pub(super) fn backup_facts(engine: &Engine, manifests: &Manifests) -> Option<BackupFacts> {
     let jobs = match engine.jobs(None, JOBS_SEEN) {
         Ok(j) => j,
         Err(e) => {
@@ -63,15 +50,11 @@ pub(super) fn backup_facts(engine: &Engine, now_ms: i64, cache: &mut ManifestCac
         }
     };
     let mut facts = BackupFacts::default();
-    let mut newest_good_job = 0;
     // Newest first: the first finished backup job of each VM is its last.
     for j in jobs
         .iter()
         .filter(|j| j.kind == "backup" && j.state != JobState::Running)
     {
-        if j.state == JobState::Succeeded {
-            newest_good_job = newest_good_job.max(j.id);
-        }
         let entry = facts.vms.entry(j.vm.clone()).or_insert_with(VmBackups::default);
         if entry.last_job.is_none() {
             entry.last_job = Some(BackupJob {
@@ -83,25 +66,15 @@ pub(super) fn backup_facts(engine: &Engine, now_ms: i64, cache: &mut ManifestCac
         }
     }
     if engine.config().alerts.backup_max_age.is_some() {
-        let stale =
-            cache.read_ms.is_none_or(|t| now_ms - t >= MANIFESTS_EVERY_MS) || newest_good_job > cache.newest_good_job;
-        if stale {
-            match engine.backup_list(None) {
-                Ok(list) => {
-                    cache.newest.clear();
-                    for m in list {
-                        let t = m.time_unix * 1000;
-                        let e = cache.newest.entry(m.vm).or_insert(t);
-                        *e = (*e).max(t);
-                    }
-                    cache.read_ms = Some(now_ms);
-                    cache.newest_good_job = newest_good_job;
+        match manifests.last_per_vm(engine) {
+            Ok(list) => {
+                for b in list {
+                    // The backup's point in time is its start.
+                    let start_ms = ((b.end_unix_seconds - b.duration_seconds) * 1000.0).round() as i64;
+                    facts.vms.entry(b.vm).or_default().newest_backup_ms = Some(start_ms);
                 }
-                Err(e) => tracing::warn!("alerts: cannot list the backups: {e}"),
             }
-        }
-        for (vm, t) in &cache.newest {
-            facts.vms.entry(vm.clone()).or_default().newest_backup_ms = Some(*t);
+            Err(e) => tracing::warn!("alerts: cannot list the backups: {e}"),
         }
     }
     Some(facts)

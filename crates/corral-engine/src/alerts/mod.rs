@@ -37,7 +37,7 @@ pub struct Alerts {
     engine: Arc<Engine>,
     eval: Evaluator,
     notifier: Option<Notifier>,
-    manifests: history::ManifestCache,
+    manifests: crate::metrics::BackupFacts,
     last_prune_ms: Option<i64>,
 }
 
@@ -62,10 +62,10 @@ impl Alerts {
 
     /// One pass at `now_ms` (Unix ms) over a sample (with rates: `interval_ms` set): records
     /// every change in the history, queues the notifications (never waits for them), and
-    /// returns the changes. Reads the backup jobs (and, now and then, the store's manifests)
+    /// returns the changes. Reads the backup jobs (and the manifests of backups it has not seen)
     /// for the built-in rules. Errors of the history are logged, never returned: alerts go on.
     pub fn evaluate(&mut self, now_ms: i64, report: &MetricsReport) -> Vec<AlertChange> {
-        let facts = history::backup_facts(&self.engine, now_ms, &mut self.manifests);
+        let facts = history::backup_facts(&self.engine, &self.manifests);
         let mut changes = self.eval.evaluate(now_ms, report, facts.as_ref());
         for c in &mut changes {
             let reg = self.engine.reg();
