@@ -73,16 +73,4 @@ impl Engine {
             vms,
         })
     }
-
-    /// Two samples `interval` apart, with rates.
-    pub async fn metrics_over(
-        &self,
-        names: &[String],
-        interval: std::time::Duration,
-    ) -> Result<MetricsReport, EngineError> {
-        let first = self.metrics_sample(names).await?;
-        tokio::time::sleep(interval).await;
-        let second = self.metrics_sample(names).await?;
-        Ok(with_rates(second, &first))
-    }
 }
